@@ -1,0 +1,602 @@
+#include "attentionKernel.h"
+
+#include "common/cudaCheck.h"
+
+#include <cuda_fp16.h>
+
+namespace mvt
+{
+namespace
+{
+constexpr float kLog2e = 1.4426950408889634F;
+
+// ------------------------------------------------------------------------------------------
+// FP16: flash-attention style, mma.sync m16n8k16 (FP16 in, FP32 accumulate).
+//
+// A CTA is 4 warps. Warps form groups of kWpg warps; a group owns one work item, i.e.
+// 16 * kWpg query rows of one (sequence, head) pair, and walks that pair's keys in tiles of
+// kTile = 16 * kWpg rows with an online softmax. Short sequences (N <= 16 or 32) use small
+// groups so a CTA serves 4 or 2 pairs at once instead of idling on padding rows.
+// Q, K and V tiles go through shared memory (cp.async, K/V double-buffered); head dims are
+// zero-padded to kHd (a multiple of 16) and keys past N are masked to -inf.
+// ------------------------------------------------------------------------------------------
+constexpr int32_t kWarps = 4;
+constexpr int32_t kThreads = kWarps * 32;
+constexpr int32_t kRows = 64; // shared-memory rows per Q/K/V buffer (= 16 * kWarps)
+
+struct GroupPointers
+{
+    __half const* q;
+    __half const* k;
+    __half const* v;
+    __half* o;
+    int32_t qRow0; // first query row of the item
+    int32_t valid;
+};
+
+__device__ __forceinline__ uint32_t smemAddr(void const* p)
+{
+    return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+
+template <int32_t kVec>
+__device__ __forceinline__ void copyChunk(__half* dst, __half const* src, bool valid)
+{
+    if constexpr (kVec == 8)
+    {
+        asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smemAddr(dst)), "l"(src),
+            "r"(valid ? 16 : 0));
+    }
+    else if constexpr (kVec == 4)
+    {
+        asm volatile("cp.async.ca.shared.global [%0], [%1], 8, %2;\n" ::"r"(smemAddr(dst)), "l"(src),
+            "r"(valid ? 8 : 0));
+    }
+    else if constexpr (kVec == 2)
+    {
+        asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(smemAddr(dst)), "l"(src),
+            "r"(valid ? 4 : 0));
+    }
+    else
+    {
+        *dst = valid ? *src : __float2half(0.F);
+    }
+}
+
+__device__ __forceinline__ void cpAsyncCommit()
+{
+    asm volatile("cp.async.commit_group;\n" ::);
+}
+
+template <int32_t kN>
+__device__ __forceinline__ void cpAsyncWait()
+{
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(kN));
+}
+
+__device__ __forceinline__ void mma16816(float (&c)[4], uint32_t const (&a)[4], uint32_t b0, uint32_t b1)
+{
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%0,%1,%2,%3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+__device__ __forceinline__ void ldmatrixX4Trans(uint32_t (&r)[4], void const* p)
+{
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(smemAddr(p)));
+}
+
+__device__ __forceinline__ uint32_t packHalf2(float lo, float hi)
+{
+    __half2 const h = __floats2half2_rn(lo, hi);
+    return *reinterpret_cast<uint32_t const*>(&h);
+}
+
+// Copy a 64-row tile (rows of every group) from global to shared memory, zero-filling rows past
+// the sequence, head-dim padding and invalid items. `rowOf(g, r)` gives the token index.
+template <int32_t kHd, int32_t kLds, int32_t kVec, int32_t kTile>
+__device__ __forceinline__ void loadTile(__half* smem, GroupPointers const* groups, int32_t which, int32_t tile,
+    int64_t tokenStride, int32_t seqLen, int32_t headDim)
+{
+    constexpr int32_t kChunksPerRow = kHd / kVec;
+    constexpr int32_t kChunks = kRows * kChunksPerRow;
+#pragma unroll
+    for (int32_t i = threadIdx.x; i < kChunks; i += kThreads)
+    {
+        int32_t const r = i / kChunksPerRow;
+        int32_t const c = (i % kChunksPerRow) * kVec;
+        GroupPointers const& g = groups[r / kTile];
+        int32_t const token = (which == 0 ? g.qRow0 : tile * kTile) + r % kTile;
+        bool const valid = g.valid && token < seqLen && c < headDim;
+        __half const* base = which == 0 ? g.q : (which == 1 ? g.k : g.v);
+        __half const* src = valid ? base + token * tokenStride + c : base;
+        copyChunk<kVec>(smem + r * kLds + c, src, valid);
+    }
+}
+
+template <int32_t kHd, int32_t kWpg, int32_t kVec>
+__global__ void __launch_bounds__(kThreads) attentionF16Kernel(AttentionParams<__half> p, float scaleLog2,
+    int32_t qBlocks, int32_t totalItems)
+{
+    constexpr int32_t kGroups = kWarps / kWpg;
+    constexpr int32_t kTile = 16 * kWpg;  // keys per tile, = query rows per item
+    constexpr int32_t kLds = kHd + 8;     // padded row: conflict-free fragments and ldmatrix
+    constexpr int32_t kKSteps = kHd / 16; // k-steps of Q.K^T
+    constexpr int32_t kSTiles = kTile / 8; // n-tiles of S
+    constexpr int32_t kPSteps = kTile / 16; // k-steps of P.V
+    constexpr int32_t kOTiles = kHd / 8;  // n-tiles of O
+
+    __shared__ __align__(16) __half sQ[kRows * kLds];
+    __shared__ __align__(16) __half sK[2][kRows * kLds];
+    __shared__ __align__(16) __half sV[2][kRows * kLds];
+    __shared__ GroupPointers sGroups[kGroups];
+
+    int32_t const warp = threadIdx.x / 32;
+    int32_t const lane = threadIdx.x % 32;
+    int32_t const g = lane / 4;
+    int32_t const t = lane % 4;
+    int32_t const group = warp / kWpg;
+
+    if (threadIdx.x < kGroups)
+    {
+        int32_t const item = blockIdx.x * kGroups + threadIdx.x;
+        GroupPointers gp{};
+        gp.valid = item < totalItems;
+        int32_t const it = gp.valid ? item : 0;
+        int32_t const pair = it / qBlocks;
+        int32_t const s = pair / p.heads;
+        int32_t const h = pair % p.heads;
+        gp.qRow0 = (it % qBlocks) * kTile;
+        gp.q = p.q + s * p.qStride.batch + h * p.qStride.head;
+        gp.k = p.k + s * p.kStride.batch + h * p.kStride.head;
+        gp.v = p.v + s * p.vStride.batch + h * p.vStride.head;
+        gp.o = p.o + s * p.oStride.batch + h * p.oStride.head;
+        sGroups[threadIdx.x] = gp;
+    }
+    __syncthreads();
+
+    int32_t const nTiles = (p.seqLen + kTile - 1) / kTile;
+    loadTile<kHd, kLds, kVec, kTile>(sQ, sGroups, 0, 0, p.qStride.token, p.seqLen, p.headDim);
+    loadTile<kHd, kLds, kVec, kTile>(sK[0], sGroups, 1, 0, p.kStride.token, p.seqLen, p.headDim);
+    loadTile<kHd, kLds, kVec, kTile>(sV[0], sGroups, 2, 0, p.vStride.token, p.seqLen, p.headDim);
+    cpAsyncCommit();
+
+    uint32_t qf[kKSteps][4];
+    float o[kOTiles][4];
+#pragma unroll
+    for (int32_t j = 0; j < kOTiles; ++j)
+    {
+        o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.F;
+    }
+    float rowMax[2] = {-INFINITY, -INFINITY};
+    float rowSum[2] = {0.F, 0.F};
+    int32_t const qr = 16 * warp; // this warp's rows in sQ
+    int32_t const kr = group * kTile; // this group's rows in sK / sV
+
+    for (int32_t tile = 0; tile < nTiles; ++tile)
+    {
+        int32_t const buf = tile & 1;
+        if (tile + 1 < nTiles)
+        {
+            loadTile<kHd, kLds, kVec, kTile>(
+                sK[buf ^ 1], sGroups, 1, tile + 1, p.kStride.token, p.seqLen, p.headDim);
+            loadTile<kHd, kLds, kVec, kTile>(
+                sV[buf ^ 1], sGroups, 2, tile + 1, p.vStride.token, p.seqLen, p.headDim);
+            cpAsyncCommit();
+            cpAsyncWait<1>();
+        }
+        else
+        {
+            cpAsyncWait<0>();
+        }
+        __syncthreads();
+
+        if (tile == 0)
+        {
+#pragma unroll
+            for (int32_t kk = 0; kk < kKSteps; ++kk)
+            {
+                __half const* base = sQ + (qr + g) * kLds + 16 * kk + 2 * t;
+                qf[kk][0] = *reinterpret_cast<uint32_t const*>(base);
+                qf[kk][1] = *reinterpret_cast<uint32_t const*>(base + 8 * kLds);
+                qf[kk][2] = *reinterpret_cast<uint32_t const*>(base + 8);
+                qf[kk][3] = *reinterpret_cast<uint32_t const*>(base + 8 * kLds + 8);
+            }
+        }
+
+        // S = Q K^T (unscaled, FP32)
+        float s[kSTiles][4];
+        __half const* kBase = sK[buf] + kr * kLds;
+#pragma unroll
+        for (int32_t j = 0; j < kSTiles; ++j)
+        {
+            s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.F;
+#pragma unroll
+            for (int32_t kk = 0; kk < kKSteps; ++kk)
+            {
+                __half const* kp = kBase + (8 * j + g) * kLds + 16 * kk + 2 * t;
+                uint32_t const b0 = *reinterpret_cast<uint32_t const*>(kp);
+                uint32_t const b1 = *reinterpret_cast<uint32_t const*>(kp + 8);
+                mma16816(s[j], qf[kk], b0, b1);
+            }
+        }
+
+        // Online softmax in the log2 domain; each thread holds rows g and g + 8.
+        int32_t const key0 = tile * kTile + 2 * t;
+        float tileMax[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+        for (int32_t j = 0; j < kSTiles; ++j)
+        {
+#pragma unroll
+            for (int32_t e = 0; e < 4; ++e)
+            {
+                bool const inRange = key0 + 8 * j + (e & 1) < p.seqLen;
+                s[j][e] = inRange ? s[j][e] * scaleLog2 : -INFINITY;
+                tileMax[e >> 1] = fmaxf(tileMax[e >> 1], s[j][e]);
+            }
+        }
+        float alpha[2];
+#pragma unroll
+        for (int32_t r = 0; r < 2; ++r)
+        {
+            tileMax[r] = fmaxf(tileMax[r], __shfl_xor_sync(0xffffffffu, tileMax[r], 1));
+            tileMax[r] = fmaxf(tileMax[r], __shfl_xor_sync(0xffffffffu, tileMax[r], 2));
+            float const newMax = fmaxf(rowMax[r], tileMax[r]);
+            // newMax is finite from the first tile on (its first key is always in range).
+            alpha[r] = exp2f(rowMax[r] - newMax);
+            rowMax[r] = newMax;
+            rowSum[r] *= alpha[r];
+        }
+#pragma unroll
+        for (int32_t j = 0; j < kOTiles; ++j)
+        {
+            o[j][0] *= alpha[0];
+            o[j][1] *= alpha[0];
+            o[j][2] *= alpha[1];
+            o[j][3] *= alpha[1];
+        }
+#pragma unroll
+        for (int32_t j = 0; j < kSTiles; ++j)
+        {
+#pragma unroll
+            for (int32_t e = 0; e < 4; ++e)
+            {
+                s[j][e] = exp2f(s[j][e] - rowMax[e >> 1]);
+                rowSum[e >> 1] += s[j][e];
+            }
+        }
+
+        // O += P V; P's accumulator layout is reused as the A fragment.
+        __half const* vBase = sV[buf] + kr * kLds;
+#pragma unroll
+        for (int32_t kk = 0; kk < kPSteps; ++kk)
+        {
+            uint32_t a[4];
+            a[0] = packHalf2(s[2 * kk][0], s[2 * kk][1]);
+            a[1] = packHalf2(s[2 * kk][2], s[2 * kk][3]);
+            a[2] = packHalf2(s[2 * kk + 1][0], s[2 * kk + 1][1]);
+            a[3] = packHalf2(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+#pragma unroll
+            for (int32_t jp = 0; jp < kOTiles / 2; ++jp)
+            {
+                uint32_t b[4];
+                ldmatrixX4Trans(b, vBase + (16 * kk + (lane & 15)) * kLds + 16 * jp + 8 * (lane >> 4));
+                mma16816(o[2 * jp], a, b[0], b[1]);
+                mma16816(o[2 * jp + 1], a, b[2], b[3]);
+            }
+        }
+        __syncthreads();
+    }
+
+    // Normalise, stage this warp's 16 x kHd output rows in its own rows of sQ, store coalesced.
+    float inv[2];
+#pragma unroll
+    for (int32_t r = 0; r < 2; ++r)
+    {
+        float sum = rowSum[r];
+        sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+        sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+        inv[r] = 1.F / sum;
+    }
+#pragma unroll
+    for (int32_t j = 0; j < kOTiles; ++j)
+    {
+        __half* dst = sQ + (qr + g) * kLds + 8 * j + 2 * t;
+        *reinterpret_cast<uint32_t*>(dst) = packHalf2(o[j][0] * inv[0], o[j][1] * inv[0]);
+        *reinterpret_cast<uint32_t*>(dst + 8 * kLds) = packHalf2(o[j][2] * inv[1], o[j][3] * inv[1]);
+    }
+    __syncwarp();
+    GroupPointers const gp = sGroups[group];
+    if (!gp.valid)
+    {
+        return;
+    }
+    constexpr int32_t kChunksPerRow = kHd / kVec;
+    int32_t const rowBase = gp.qRow0 + 16 * (warp % kWpg);
+#pragma unroll
+    for (int32_t i = lane; i < 16 * kChunksPerRow; i += 32)
+    {
+        int32_t const r = i / kChunksPerRow;
+        int32_t const c = (i % kChunksPerRow) * kVec;
+        int32_t const token = rowBase + r;
+        if (token < p.seqLen && c < p.headDim)
+        {
+            __half const* src = sQ + (qr + r) * kLds + c;
+            __half* dst = gp.o + token * p.oStride.token + c;
+            if constexpr (kVec == 8)
+            {
+                *reinterpret_cast<uint4*>(dst) = *reinterpret_cast<uint4 const*>(src);
+            }
+            else if constexpr (kVec == 4)
+            {
+                *reinterpret_cast<uint2*>(dst) = *reinterpret_cast<uint2 const*>(src);
+            }
+            else if constexpr (kVec == 2)
+            {
+                *reinterpret_cast<uint32_t*>(dst) = *reinterpret_cast<uint32_t const*>(src);
+            }
+            else
+            {
+                *dst = *src;
+            }
+        }
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// FP32: exact FP32 arithmetic (no TF32), one thread per query row, K/V tiles of 64 keys in
+// shared memory, online softmax over chunks of 16 keys.
+// ------------------------------------------------------------------------------------------
+constexpr int32_t kF32Threads = 64;
+constexpr int32_t kF32Tile = 64;
+constexpr int32_t kF32Chunk = 16;
+
+template <int32_t kHd>
+__global__ void __launch_bounds__(kF32Threads) attentionF32Kernel(AttentionParams<float> p, int32_t qBlocks)
+{
+    __shared__ float sK[kF32Tile][kHd];
+    __shared__ float sV[kF32Tile][kHd];
+    int32_t const pair = blockIdx.x / qBlocks;
+    int32_t const s = pair / p.heads;
+    int32_t const h = pair % p.heads;
+    int32_t const token = (blockIdx.x % qBlocks) * kF32Threads + threadIdx.x;
+    float const* qp = p.q + s * p.qStride.batch + h * p.qStride.head;
+    float const* kp = p.k + s * p.kStride.batch + h * p.kStride.head;
+    float const* vp = p.v + s * p.vStride.batch + h * p.vStride.head;
+    float* op = p.o + s * p.oStride.batch + h * p.oStride.head;
+    bool const rowValid = token < p.seqLen;
+
+    float q[kHd];
+    float acc[kHd];
+#pragma unroll
+    for (int32_t d = 0; d < kHd; ++d)
+    {
+        q[d] = (rowValid && d < p.headDim) ? qp[token * p.qStride.token + d] * p.scale : 0.F;
+        acc[d] = 0.F;
+    }
+    float rowMax = -INFINITY;
+    float rowSum = 0.F;
+    for (int32_t k0 = 0; k0 < p.seqLen; k0 += kF32Tile)
+    {
+        __syncthreads();
+        for (int32_t i = threadIdx.x; i < kF32Tile * kHd; i += kF32Threads)
+        {
+            int32_t const r = i / kHd;
+            int32_t const d = i % kHd;
+            bool const ok = k0 + r < p.seqLen && d < p.headDim;
+            sK[r][d] = ok ? kp[(k0 + r) * p.kStride.token + d] : 0.F;
+            sV[r][d] = ok ? vp[(k0 + r) * p.vStride.token + d] : 0.F;
+        }
+        __syncthreads();
+        int32_t const keys = min(kF32Tile, p.seqLen - k0);
+        for (int32_t c0 = 0; c0 < keys; c0 += kF32Chunk)
+        {
+            float sc[kF32Chunk];
+            float chunkMax = -INFINITY;
+#pragma unroll
+            for (int32_t j = 0; j < kF32Chunk; ++j)
+            {
+                float dot = 0.F;
+#pragma unroll
+                for (int32_t d = 0; d < kHd; ++d)
+                {
+                    dot = fmaf(q[d], sK[c0 + j][d], dot);
+                }
+                sc[j] = (c0 + j < keys) ? dot : -INFINITY;
+                chunkMax = fmaxf(chunkMax, sc[j]);
+            }
+            float const newMax = fmaxf(rowMax, chunkMax);
+            float const alpha = expf(rowMax - newMax);
+            rowMax = newMax;
+            rowSum *= alpha;
+#pragma unroll
+            for (int32_t d = 0; d < kHd; ++d)
+            {
+                acc[d] *= alpha;
+            }
+#pragma unroll
+            for (int32_t j = 0; j < kF32Chunk; ++j)
+            {
+                float const pj = expf(sc[j] - newMax);
+                rowSum += pj;
+#pragma unroll
+                for (int32_t d = 0; d < kHd; ++d)
+                {
+                    acc[d] = fmaf(pj, sV[c0 + j][d], acc[d]);
+                }
+            }
+        }
+    }
+    if (!rowValid)
+    {
+        return;
+    }
+    float const inv = 1.F / rowSum;
+#pragma unroll
+    for (int32_t d = 0; d < kHd; ++d)
+    {
+        if (d < p.headDim)
+        {
+            op[token * p.oStride.token + d] = acc[d] * inv;
+        }
+    }
+}
+
+int32_t paddedHeadDim(int32_t headDim)
+{
+    return (headDim + 15) / 16 * 16;
+}
+
+template <typename T>
+bool validParams(AttentionParams<T> const& p)
+{
+    return p.q != nullptr && p.k != nullptr && p.v != nullptr && p.o != nullptr && p.batch >= 0 && p.heads >= 1
+        && p.seqLen >= 1 && p.seqLen <= kAttentionMaxSeqLen && p.headDim >= kAttentionMinHeadDim
+        && p.headDim <= kAttentionMaxHeadDim && p.scale > 0.F;
+}
+
+bool stridesDivisible(AttentionStrides const& s, int32_t v)
+{
+    return s.batch % v == 0 && s.head % v == 0 && s.token % v == 0;
+}
+
+int32_t f16VectorWidth(AttentionParams<__half> const& p)
+{
+    for (int32_t v : {8, 4, 2})
+    {
+        unsigned const bytes = static_cast<unsigned>(v * sizeof(__half));
+        if (p.headDim % v == 0 && stridesDivisible(p.qStride, v) && stridesDivisible(p.kStride, v)
+            && stridesDivisible(p.vStride, v) && stridesDivisible(p.oStride, v) && isAligned(p.q, bytes)
+            && isAligned(p.k, bytes) && isAligned(p.v, bytes) && isAligned(p.o, bytes))
+        {
+            return v;
+        }
+    }
+    return 1;
+}
+
+template <int32_t kHd, int32_t kWpg, int32_t kVec>
+cudaError_t launchF16(AttentionParams<__half> const& p, cudaStream_t stream)
+{
+    constexpr int32_t kGroups = kWarps / kWpg;
+    constexpr int32_t kTile = 16 * kWpg;
+    int32_t const qBlocks = (p.seqLen + kTile - 1) / kTile;
+    int64_t const items = static_cast<int64_t>(p.batch) * p.heads * qBlocks;
+    int64_t const blocks = (items + kGroups - 1) / kGroups;
+    MVT_CHECK_ARG(items <= 0x7fffffffLL, cudaErrorInvalidValue);
+    attentionF16Kernel<kHd, kWpg, kVec><<<static_cast<uint32_t>(blocks), kThreads, 0, stream>>>(
+        p, p.scale * kLog2e, qBlocks, static_cast<int32_t>(items));
+    return lastLaunchStatus();
+}
+
+template <int32_t kHd, int32_t kWpg>
+cudaError_t dispatchVec(int32_t vec, AttentionParams<__half> const& p, cudaStream_t stream)
+{
+    switch (vec)
+    {
+    case 8: return launchF16<kHd, kWpg, 8>(p, stream);
+    case 4: return launchF16<kHd, kWpg, 4>(p, stream);
+    case 2: return launchF16<kHd, kWpg, 2>(p, stream);
+    default: return launchF16<kHd, kWpg, 1>(p, stream);
+    }
+}
+
+template <int32_t kHd>
+cudaError_t dispatchWpg(int32_t vec, AttentionParams<__half> const& p, cudaStream_t stream)
+{
+    if (p.seqLen <= 16)
+    {
+        return dispatchVec<kHd, 1>(vec, p, stream);
+    }
+    if (p.seqLen <= 32)
+    {
+        return dispatchVec<kHd, 2>(vec, p, stream);
+    }
+    return dispatchVec<kHd, 4>(vec, p, stream);
+}
+
+template <int32_t kHd>
+cudaError_t launchF32(AttentionParams<float> const& p, cudaStream_t stream)
+{
+    int32_t const qBlocks = (p.seqLen + kF32Threads - 1) / kF32Threads;
+    int64_t const blocks = static_cast<int64_t>(p.batch) * p.heads * qBlocks;
+    MVT_CHECK_ARG(blocks <= 0x7fffffffLL, cudaErrorInvalidValue);
+    attentionF32Kernel<kHd><<<static_cast<uint32_t>(blocks), kF32Threads, 0, stream>>>(p, qBlocks);
+    return lastLaunchStatus();
+}
+} // namespace
+
+AttentionStrides separateLayoutStrides(int32_t heads, int32_t seqLen, int32_t headDim)
+{
+    int64_t const token = headDim;
+    int64_t const head = token * seqLen;
+    return AttentionStrides{head * heads, head, token};
+}
+
+template <typename T>
+AttentionParams<T> packedLayoutParams(
+    T const* qkv, T* o, int32_t batch, int32_t heads, int32_t seqLen, int32_t headDim, float scale)
+{
+    AttentionParams<T> p;
+    int64_t const c = static_cast<int64_t>(heads) * headDim;
+    p.q = qkv;
+    p.k = qkv == nullptr ? nullptr : qkv + c;
+    p.v = qkv == nullptr ? nullptr : qkv + 2 * c;
+    p.o = o;
+    p.qStride = AttentionStrides{3 * c * seqLen, headDim, 3 * c};
+    p.kStride = p.qStride;
+    p.vStride = p.qStride;
+    p.oStride = AttentionStrides{c * seqLen, headDim, c};
+    p.batch = batch;
+    p.heads = heads;
+    p.seqLen = seqLen;
+    p.headDim = headDim;
+    p.scale = scale;
+    return p;
+}
+
+template <>
+cudaError_t launchAttention<__half>(AttentionParams<__half> const& p, cudaStream_t stream)
+{
+    MVT_CHECK_ARG(validParams(p), cudaErrorInvalidValue);
+    if (p.batch == 0)
+    {
+        return cudaSuccess;
+    }
+    int32_t const vec = f16VectorWidth(p);
+    switch (paddedHeadDim(p.headDim))
+    {
+    case 16: return dispatchWpg<16>(vec, p, stream);
+    case 32: return dispatchWpg<32>(vec, p, stream);
+    case 48: return dispatchWpg<48>(vec, p, stream);
+    case 64: return dispatchWpg<64>(vec, p, stream);
+    default: return cudaErrorInvalidValue;
+    }
+}
+
+template <>
+cudaError_t launchAttention<float>(AttentionParams<float> const& p, cudaStream_t stream)
+{
+    MVT_CHECK_ARG(validParams(p), cudaErrorInvalidValue);
+    if (p.batch == 0)
+    {
+        return cudaSuccess;
+    }
+    switch (paddedHeadDim(p.headDim))
+    {
+    case 16: return launchF32<16>(p, stream);
+    case 32: return launchF32<32>(p, stream);
+    case 48: return launchF32<48>(p, stream);
+    case 64: return launchF32<64>(p, stream);
+    default: return cudaErrorInvalidValue;
+    }
+}
+
+template AttentionParams<float> packedLayoutParams<float>(float const*, float*, int32_t, int32_t, int32_t, int32_t, float);
+template AttentionParams<__half> packedLayoutParams<__half>(
+    __half const*, __half*, int32_t, int32_t, int32_t, int32_t, float);
+} // namespace mvt

@@ -1,0 +1,290 @@
+#include "layerNormKernel.h"
+
+#include "common/cudaCheck.h"
+
+#include <cuda_fp16.h>
+
+namespace mvt
+{
+namespace
+{
+constexpr int32_t kThreads = 128;
+
+// 16-byte vector of T: 8 halves or 4 floats.
+template <typename T>
+struct Vec;
+
+template <>
+struct Vec<float>
+{
+    static constexpr int32_t kSize = 4;
+    using Storage = float4;
+    __device__ static void unpack(Storage const& s, float (&out)[4])
+    {
+        out[0] = s.x;
+        out[1] = s.y;
+        out[2] = s.z;
+        out[3] = s.w;
+    }
+    __device__ static Storage pack(float const (&in)[4])
+    {
+        return make_float4(in[0], in[1], in[2], in[3]);
+    }
+};
+
+template <>
+struct Vec<__half>
+{
+    static constexpr int32_t kSize = 8;
+    using Storage = uint4;
+    __device__ static void unpack(Storage const& s, float (&out)[8])
+    {
+        __half2 const* h = reinterpret_cast<__half2 const*>(&s);
+#pragma unroll
+        for (int32_t i = 0; i < 4; ++i)
+        {
+            float2 const f = __half22float2(h[i]);
+            out[2 * i] = f.x;
+            out[2 * i + 1] = f.y;
+        }
+    }
+    __device__ static Storage pack(float const (&in)[8])
+    {
+        Storage s;
+        __half2* h = reinterpret_cast<__half2*>(&s);
+#pragma unroll
+        for (int32_t i = 0; i < 4; ++i)
+        {
+            h[i] = __floats2half2_rn(in[2 * i], in[2 * i + 1]);
+        }
+        return s;
+    }
+};
+
+template <int32_t kWidth>
+__device__ __forceinline__ float groupSum(float v)
+{
+#pragma unroll
+    for (int32_t offset = kWidth / 2; offset > 0; offset /= 2)
+    {
+        v += __shfl_xor_sync(0xffffffffu, v, offset);
+    }
+    return v;
+}
+
+// Vectorised path: d % Vec<T>::kSize == 0 and 16-byte aligned rows. A group of kTpr threads
+// owns one row and keeps it in registers (kNv 16-byte vectors per thread), so x is read once
+// and y written once; mean and variance are two exact passes over the registers.
+template <typename T, int32_t kTpr, int32_t kNv>
+__global__ void __launch_bounds__(kThreads) layerNormVecKernel(T const* __restrict__ x,
+    float const* __restrict__ gamma, float const* __restrict__ beta, T* __restrict__ y, int64_t rows, int32_t d,
+    float epsilon)
+{
+    using V = Vec<T>;
+    constexpr int32_t kV = V::kSize;
+    int32_t const lane = threadIdx.x % kTpr;
+    int64_t const row = static_cast<int64_t>(blockIdx.x) * (kThreads / kTpr) + threadIdx.x / kTpr;
+    bool const rowValid = row < rows;
+    int32_t const nVec = d / kV;
+
+    float v[kNv][kV];
+    typename V::Storage const* xr = reinterpret_cast<typename V::Storage const*>(x + row * d);
+#pragma unroll
+    for (int32_t i = 0; i < kNv; ++i)
+    {
+        int32_t const c = lane + i * kTpr;
+        if (rowValid && c < nVec)
+        {
+            V::unpack(__ldcs(xr + c), v[i]);
+        }
+        else
+        {
+#pragma unroll
+            for (int32_t j = 0; j < kV; ++j)
+            {
+                v[i][j] = 0.F;
+            }
+        }
+    }
+    float sum = 0.F;
+#pragma unroll
+    for (int32_t i = 0; i < kNv; ++i)
+    {
+#pragma unroll
+        for (int32_t j = 0; j < kV; ++j)
+        {
+            sum += v[i][j];
+        }
+    }
+    float const mean = groupSum<kTpr>(sum) / static_cast<float>(d);
+    float sq = 0.F;
+#pragma unroll
+    for (int32_t i = 0; i < kNv; ++i)
+    {
+        if (lane + i * kTpr < nVec)
+        {
+#pragma unroll
+            for (int32_t j = 0; j < kV; ++j)
+            {
+                float const c = v[i][j] - mean;
+                sq += c * c;
+            }
+        }
+    }
+    float const rstd = rsqrtf(groupSum<kTpr>(sq) / static_cast<float>(d) + epsilon);
+    if (!rowValid)
+    {
+        return;
+    }
+    typename V::Storage* yr = reinterpret_cast<typename V::Storage*>(y + row * d);
+#pragma unroll
+    for (int32_t i = 0; i < kNv; ++i)
+    {
+        int32_t const c = lane + i * kTpr;
+        if (c < nVec)
+        {
+            float out[kV];
+#pragma unroll
+            for (int32_t j = 0; j < kV; j += 4)
+            {
+                float4 const g = __ldg(reinterpret_cast<float4 const*>(gamma + c * kV + j));
+                float4 const b = __ldg(reinterpret_cast<float4 const*>(beta + c * kV + j));
+                out[j + 0] = (v[i][j + 0] - mean) * rstd * g.x + b.x;
+                out[j + 1] = (v[i][j + 1] - mean) * rstd * g.y + b.y;
+                out[j + 2] = (v[i][j + 2] - mean) * rstd * g.z + b.z;
+                out[j + 3] = (v[i][j + 3] - mean) * rstd * g.w + b.w;
+            }
+            __stcs(yr + c, V::pack(out));
+        }
+    }
+}
+
+__device__ __forceinline__ float toFloat(float v)
+{
+    return v;
+}
+__device__ __forceinline__ float toFloat(__half v)
+{
+    return __half2float(v);
+}
+template <typename T>
+__device__ __forceinline__ T fromFloat(float v);
+template <>
+__device__ __forceinline__ float fromFloat<float>(float v)
+{
+    return v;
+}
+template <>
+__device__ __forceinline__ __half fromFloat<__half>(float v)
+{
+    return __float2half_rn(v);
+}
+
+// Fallback for widths that are not a multiple of the vector size or unaligned pointers:
+// one warp per row, scalar accesses, the row re-read from cache for each pass.
+template <typename T>
+__global__ void __launch_bounds__(kThreads) layerNormScalarKernel(T const* __restrict__ x,
+    float const* __restrict__ gamma, float const* __restrict__ beta, T* __restrict__ y, int64_t rows, int32_t d,
+    float epsilon)
+{
+    int32_t const lane = threadIdx.x % 32;
+    int64_t const row = static_cast<int64_t>(blockIdx.x) * (kThreads / 32) + threadIdx.x / 32;
+    if (row >= rows)
+    {
+        return; // whole warp leaves together: row is uniform across the warp
+    }
+    T const* xr = x + row * d;
+    float sum = 0.F;
+    for (int32_t c = lane; c < d; c += 32)
+    {
+        sum += toFloat(xr[c]);
+    }
+    float const mean = groupSum<32>(sum) / static_cast<float>(d);
+    float sq = 0.F;
+    for (int32_t c = lane; c < d; c += 32)
+    {
+        float const t = toFloat(xr[c]) - mean;
+        sq += t * t;
+    }
+    float const rstd = rsqrtf(groupSum<32>(sq) / static_cast<float>(d) + epsilon);
+    T* yr = y + row * d;
+    for (int32_t c = lane; c < d; c += 32)
+    {
+        yr[c] = fromFloat<T>((toFloat(xr[c]) - mean) * rstd * gamma[c] + beta[c]);
+    }
+}
+
+template <typename T, int32_t kTpr, int32_t kNv>
+cudaError_t launchVec(T const* x, float const* gamma, float const* beta, T* y, int64_t rows, int32_t d, float eps,
+    cudaStream_t stream)
+{
+    constexpr int32_t kRowsPerBlock = kThreads / kTpr;
+    int64_t const blocks = (rows + kRowsPerBlock - 1) / kRowsPerBlock;
+    MVT_CHECK_ARG(blocks <= 0x7fffffffLL, cudaErrorInvalidValue);
+    layerNormVecKernel<T, kTpr, kNv>
+        <<<static_cast<uint32_t>(blocks), kThreads, 0, stream>>>(x, gamma, beta, y, rows, d, eps);
+    return lastLaunchStatus();
+}
+
+// Dispatch over the number of 16-byte vectors each thread holds (1..8).
+template <typename T, int32_t kTpr>
+cudaError_t dispatchNv(int32_t nv, T const* x, float const* gamma, float const* beta, T* y, int64_t rows, int32_t d,
+    float eps, cudaStream_t stream)
+{
+    switch (nv)
+    {
+    case 1: return launchVec<T, kTpr, 1>(x, gamma, beta, y, rows, d, eps, stream);
+    case 2: return launchVec<T, kTpr, 2>(x, gamma, beta, y, rows, d, eps, stream);
+    case 3: return launchVec<T, kTpr, 3>(x, gamma, beta, y, rows, d, eps, stream);
+    case 4: return launchVec<T, kTpr, 4>(x, gamma, beta, y, rows, d, eps, stream);
+    case 5: return launchVec<T, kTpr, 5>(x, gamma, beta, y, rows, d, eps, stream);
+    case 6: return launchVec<T, kTpr, 6>(x, gamma, beta, y, rows, d, eps, stream);
+    case 7: return launchVec<T, kTpr, 7>(x, gamma, beta, y, rows, d, eps, stream);
+    case 8: return launchVec<T, kTpr, 8>(x, gamma, beta, y, rows, d, eps, stream);
+    default: return cudaErrorInvalidValue;
+    }
+}
+} // namespace
+
+template <typename T>
+cudaError_t launchLayerNorm(T const* x, float const* gamma, float const* beta, T* y, int64_t rows, int32_t d,
+    float epsilon, cudaStream_t stream)
+{
+    MVT_CHECK_ARG(x != nullptr && gamma != nullptr && beta != nullptr && y != nullptr, cudaErrorInvalidValue);
+    MVT_CHECK_ARG(d >= kLayerNormMinWidth && d <= kLayerNormMaxWidth, cudaErrorInvalidValue);
+    MVT_CHECK_ARG(rows >= 0, cudaErrorInvalidValue);
+    MVT_CHECK_ARG(epsilon >= 0.F, cudaErrorInvalidValue);
+    if (rows == 0)
+    {
+        return cudaSuccess;
+    }
+    constexpr int32_t kV = Vec<T>::kSize;
+    bool const vectorOk = d % kV == 0 && isAligned(x, 16) && isAligned(y, 16) && isAligned(gamma, 16)
+        && isAligned(beta, 16) && (d * sizeof(T)) % 16 == 0;
+    if (!vectorOk)
+    {
+        int64_t const blocks = (rows + kThreads / 32 - 1) / (kThreads / 32);
+        MVT_CHECK_ARG(blocks <= 0x7fffffffLL, cudaErrorInvalidValue);
+        layerNormScalarKernel<T>
+            <<<static_cast<uint32_t>(blocks), kThreads, 0, stream>>>(x, gamma, beta, y, rows, d, epsilon);
+        return lastLaunchStatus();
+    }
+    // Smallest group of threads per row that keeps at most 8 vectors in each thread's registers:
+    // small groups put more rows (independent loads) in flight; MobileViT's widths land on 4 or 8.
+    int32_t const nVec = d / kV;
+    if (nVec <= 4 * 8)
+    {
+        return dispatchNv<T, 4>((nVec + 3) / 4, x, gamma, beta, y, rows, d, epsilon, stream);
+    }
+    if (nVec <= 8 * 8)
+    {
+        return dispatchNv<T, 8>((nVec + 7) / 8, x, gamma, beta, y, rows, d, epsilon, stream);
+    }
+    return dispatchNv<T, 32>((nVec + 31) / 32, x, gamma, beta, y, rows, d, epsilon, stream);
+}
+
+template cudaError_t launchLayerNorm<float>(
+    float const*, float const*, float const*, float*, int64_t, int32_t, float, cudaStream_t);
+template cudaError_t launchLayerNorm<__half>(
+    __half const*, float const*, float const*, __half*, int64_t, int32_t, float, cudaStream_t);
+} // namespace mvt

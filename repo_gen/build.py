@@ -1,0 +1,274 @@
+"""`repo-gen build`: one model from checkpoint to served repository, stage by stage.
+
+    BuildConfig
+      -> load_model            (repo_gen.torch.loader)      PyTorch module + provenance
+      -> export_onnx           (repo_gen.onnx.export)       raw ONNX, checked vs PyTorch
+      -> cleanup_graph         (repo_gen.onnx.passes)       folded, no Identity, shapes; checked again
+      -> make_precision_variants (repo_gen.precision.stage) fp32 / fp16 / int8 ONNX + fidelity
+      -> write_*_model         (repo_gen.triton.models, repo_gen.trt.repository)  staged model dirs
+      -> write_pipeline        (repo_gen.pipeline.ensemble) preprocess + classifier + top-k ensemble
+      -> commit                (repo_gen.triton.repository) atomic swap + manifest
+      -> report                (BuildReport)
+
+Every stage takes plain values and returns an artifact; nothing touches the repository until
+`commit`, so a failure anywhere leaves it exactly as it was.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from repo_gen import __version__
+from repo_gen.compare import max_relative_error
+from repo_gen.config import BuildConfig, triton_model_name
+from repo_gen.errors import BuildFailure
+from repo_gen.labels import labels_for
+from repo_gen.log import console, logger, step
+from repo_gen.precision import PrecisionVariant
+from repo_gen.triton.repository import ModelEntry, RepositoryTransaction
+
+CHECK_BATCHES = (1, 3)  # plus max_batch
+
+
+@dataclass
+class BuildReport:
+    model: str
+    repository: str
+    entries: list[dict] = field(default_factory=list)
+    export_check: dict = field(default_factory=dict)
+    timings_s: dict[str, float] = field(default_factory=dict)
+    weights: dict = field(default_factory=dict)
+    variants: list[dict] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def planned_models(cfg: BuildConfig) -> list[str]:
+    """Names of every Triton model this build writes (known before any work starts)."""
+    names = [triton_model_name(cfg.model, r, p) for p in cfg.precisions for r in cfg.runtimes]
+    if cfg.pipeline:
+        from repo_gen.pipeline import ensemble_model_names
+
+        names += ensemble_model_names(cfg.model)
+    return names
+
+
+def torch_reference(module: Any, image_size: int, batches: list[int], seed: int = 0) -> dict[int, tuple]:
+    """Inputs in [0, 1) and PyTorch logits for each batch size, computed once for every check.
+
+    PyTorch eager is slow on these CPUs (about 5 img/s for mobilevit_s), so a batch larger
+    than 8 is made of 5 distinct images repeated: PyTorch runs 5 images, ONNX Runtime still
+    runs the full batch, and every row is compared. 5 divides none of the usual batch sizes,
+    so a graph that mixed rows of the batch would still show up as an error.
+    """
+    import torch
+
+    rng = np.random.default_rng(seed)
+    out = {}
+    for b in batches:
+        distinct = b if b <= 8 else 5
+        x = rng.random((distinct, 3, image_size, image_size), dtype=np.float32)
+        with torch.inference_mode():
+            ref = module(torch.from_numpy(x)).numpy()
+        reps = -(-b // distinct)
+        out[b] = (np.tile(x, (reps, 1, 1, 1))[:b], np.tile(ref, (reps, 1))[:b])
+    return out
+
+
+def check_onnx(onnx_model: Any, reference: dict[int, tuple]) -> dict[str, float]:
+    """Max relative error of ONNX Runtime vs the PyTorch reference, per batch size."""
+    from repo_gen.onnx.runner import make_session
+
+    session = make_session(onnx_model)
+    return {
+        str(b): max_relative_error(ref, session.run(None, {"input": x})[0]) for b, (x, ref) in reference.items()
+    }
+
+
+def build(cfg: BuildConfig, lock_timeout_s: float = 0.0) -> BuildReport:
+    from repo_gen.onnx.export import export_onnx
+    from repo_gen.onnx.passes import cleanup_graph
+    from repo_gen.torch.loader import load_model
+
+    report = BuildReport(model=cfg.model, repository=str(cfg.output.absolute()))
+    t = report.timings_s
+    t_start = time.perf_counter()
+    assert cfg.image_size is not None
+    with RepositoryTransaction(cfg.output, planned_models(cfg), lock_timeout_s=lock_timeout_s) as tx:
+        assert tx.work is not None
+        work = tx.work
+
+        with step("load model", t):
+            loaded = load_model(cfg.spec, cfg.weights, cfg.pretrained, cfg.seed)
+        num_classes = int(loaded.module.get_classifier().out_features)
+        report.weights = {
+            "source": loaded.source,
+            "trained": loaded.trained,
+            "checkpoint_sha256": loaded.checkpoint_sha256,
+            "path": loaded.weights_path,
+            "num_classes": num_classes,
+        }
+        if not loaded.trained:
+            report.notes.append(f"UNTRAINED: {cfg.model} has random weights (seed {cfg.seed}); predictions are meaningless")
+
+        batches = sorted({*CHECK_BATCHES, cfg.max_batch})
+        with step("export onnx", t):
+            raw = export_onnx(loaded.module, work / "raw.onnx", cfg.image_size, cfg.opset)
+        with step("check export", t):
+            reference = torch_reference(loaded.module, cfg.image_size, batches, cfg.seed)
+            raw_err = check_onnx(raw, reference)
+        with step("cleanup graph", t):
+            clean = cleanup_graph(raw)
+            fp32_path = work / "fp32.onnx"
+            import onnx
+
+            onnx.save(clean, str(fp32_path))
+        with step("check cleaned graph", t):
+            clean_err = check_onnx(clean, reference)
+        report.export_check = {
+            "tolerance": cfg.export_tolerance,
+            "metric": "max|onnx - torch| / max|torch| per batch (inputs uniform [0,1))",
+            "raw": raw_err,
+            "cleaned": clean_err,
+            "nodes_raw": len(raw.graph.node),
+            "nodes_cleaned": len(clean.graph.node),
+        }
+        worst = max([*raw_err.values(), *clean_err.values()])
+        if worst > cfg.export_tolerance:
+            raise BuildFailure(
+                f"ONNX export of {cfg.model} differs from PyTorch: max relative error {worst:.2e} > "
+                f"{cfg.export_tolerance:.0e} (per batch: raw {raw_err}, cleaned {clean_err})"
+            )
+
+        variants = make_variants(cfg, loaded, fp32_path, work, t)
+        labels = labels_for(num_classes)
+        write_variants(cfg, tx, variants, labels, num_classes, report)
+
+        if cfg.pipeline:
+            from repo_gen.pipeline import write_pipeline
+
+            with step("ensemble pipeline", t):
+                for entry in write_pipeline(cfg, tx, labels, report):
+                    tx.add(entry)
+
+        t["total"] = round(time.perf_counter() - t_start, 3)
+        record = {
+            "model": cfg.model,
+            "repo_gen_version": __version__,
+            "python": platform.python_version(),
+            "options": cfg.to_dict(),
+            "weights": report.weights,
+            "export_check": report.export_check,
+            "variants": report.variants,
+            "timings_s": t,
+            "notes": report.notes,
+        }
+        with step("commit", t):
+            tx.commit(record)
+        report.entries = [e.__dict__ for e in tx.entries.values()]
+    return report
+
+
+def make_variants(cfg: BuildConfig, loaded: Any, fp32_path: Path, work: Path, timings: dict) -> list[PrecisionVariant]:
+    """FP32 always exists; FP16/INT8 come from the precision stage when requested."""
+    variants = []
+    if "fp32" in cfg.precisions:
+        variants.append(PrecisionVariant("fp32", fp32_path, fp32_path, "fp32", {}, "ready"))
+    others = [p for p in cfg.precisions if p != "fp32"]
+    if others:
+        try:
+            from repo_gen.precision.stage import make_precision_variants
+        except ImportError as e:
+            raise BuildFailure(f"precisions {others} are not available in this build of repo-gen ({e})") from e
+        variants += make_precision_variants(cfg, fp32_path, work, timings, others)
+    return variants
+
+
+def write_variants(
+    cfg: BuildConfig,
+    tx: RepositoryTransaction,
+    variants: list[PrecisionVariant],
+    labels: list[str],
+    num_classes: int,
+    report: BuildReport,
+) -> None:
+    from repo_gen.triton.models import write_onnxruntime_model, write_python_onnx_model
+
+    assert cfg.image_size is not None
+    data = cfg.data.to_dict()
+    for v in variants:
+        report.variants.append(
+            {"precision": v.precision, "status": v.status, "status_reason": v.status_reason,
+             "io_dtype": v.io_dtype, "fidelity": v.fidelity, "report": v.report}
+        )
+        common = dict(version=cfg.version, image_size=cfg.image_size, num_classes=num_classes, labels=labels,
+                      max_batch=cfg.max_batch, io_dtype=v.io_dtype, instance_count=cfg.instance_count,
+                      max_queue_delay_us=cfg.max_queue_delay_us)
+        status = v.status
+        reason = v.status_reason
+        if status == "inaccurate" and cfg.allow_inaccurate:
+            reason += " (served anyway: --allow-inaccurate)"
+        for runtime in cfg.runtimes:
+            name = triton_model_name(cfg.model, runtime, v.precision)
+            d = tx.model_dir(name)
+            backend = {"onnx": "onnxruntime", "py": "python", "trt": "tensorrt"}[runtime]
+            extra: dict[str, Any] = {"fidelity": v.fidelity}
+            if runtime == "onnx":
+                files = write_onnxruntime_model(d, name, v.serve_onnx, **common)
+                rstatus, rreason = status, reason
+            elif runtime == "py":
+                files = write_python_onnx_model(d, name, v.serve_onnx, **common)
+                rstatus, rreason = status, reason
+            else:
+                from repo_gen.trt.repository import write_tensorrt_model
+
+                result = write_tensorrt_model(d, name, v, cfg, labels, num_classes)
+                files, rstatus, rreason, extra_trt = result
+                extra.update(extra_trt)
+                if status == "inaccurate":
+                    rstatus, rreason = status, reason
+            tx.add(
+                ModelEntry(
+                    name=name,
+                    base_model=cfg.model,
+                    runtime=runtime,
+                    backend=backend,
+                    precision=v.precision,
+                    versions=sorted({cfg.version, *_existing_versions(d)}),
+                    files=[f"{name}/{f}" for f in files],
+                    status=rstatus,
+                    status_reason=rreason,
+                    max_batch_size=cfg.max_batch,
+                    data=data,
+                    extra=extra,
+                )
+            )
+
+
+def _existing_versions(model_dir: Path) -> list[int]:
+    return [int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit()]
+
+
+def print_summary(report: BuildReport) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"repo-gen build: {report.model} -> {report.repository}")
+    for col in ("model", "backend", "precision", "status", "note"):
+        table.add_column(col)
+    for e in report.entries:
+        table.add_row(e["name"], e["backend"], e["precision"], e["status"], e["status_reason"][:80])
+    console.print(table)
+    ec = report.export_check
+    if ec:
+        worst = max([*ec["raw"].values(), *ec["cleaned"].values()])
+        console.print(f"export check: max relative error vs PyTorch {worst:.2e} (tolerance {ec['tolerance']:.0e}), "
+                      f"nodes {ec['nodes_raw']} -> {ec['nodes_cleaned']} after cleanup")
+    console.print("time per stage (s): " + ", ".join(f"{k} {v:.2f}" for k, v in report.timings_s.items()))
+    for n in report.notes:
+        console.print(f"[bold yellow]note:[/] {n}")
+    logger.debug("build report written to the manifest")

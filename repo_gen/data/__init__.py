@@ -1,0 +1,1 @@
+"""Images in, model tensors out: the one preprocessing implementation and image sources."""

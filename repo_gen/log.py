@@ -1,0 +1,61 @@
+"""One logger for the whole tool, plus timed steps and progress bars for long stages.
+
+`critical()` logs and raises, so there is one way to fail (Polygraphy's pattern).
+Messages go to stderr; machine-readable output (JSON, tables meant for piping) goes to stdout.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+import time
+from collections.abc import Iterator
+
+from rich.console import Console
+from rich.logging import RichHandler
+
+from repo_gen.errors import RepoGenError, UserError
+
+console = Console(stderr=True, highlight=False)
+logger = logging.getLogger("repo_gen")
+_warned: set[str] = set()
+
+
+def setup(verbose: bool = False, quiet: bool = False) -> None:
+    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+    logger.handlers.clear()
+    handler = RichHandler(console=console, show_time=False, show_path=False, markup=False)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(level)
+    logger.propagate = False
+
+
+def warn_once(message: str) -> None:
+    if message not in _warned:
+        _warned.add(message)
+        logger.warning(message)
+
+
+def critical(message: str, exc: type[RepoGenError] = UserError) -> None:
+    """Log `message` and raise `exc(message)`; the default type means the input was bad."""
+    raise exc(message)
+
+
+@contextlib.contextmanager
+def step(name: str, timings: dict[str, float] | None = None) -> Iterator[None]:
+    """Time a stage: logs start and finish, records seconds into `timings[name]`."""
+    logger.info(f"[{name}] ...")
+    t0 = time.perf_counter()
+    try:
+        yield
+    finally:
+        dt = time.perf_counter() - t0
+        if timings is not None:
+            timings[name] = round(timings.get(name, 0.0) + dt, 3)
+    logger.info(f"[{name}] done in {dt:.2f} s")
+
+
+def progress_enabled() -> bool:
+    return sys.stderr.isatty()

@@ -1,0 +1,1 @@
+"""Stage 1: PyTorch model loading (timm + checkpoints)."""

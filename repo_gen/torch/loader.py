@@ -1,0 +1,156 @@
+"""Load a timm model with weights from a checkpoint, timm's pretrained loader, or a fixed seed.
+
+Checkpoints are always read with `torch.load(..., weights_only=True)`: a checkpoint is data,
+and unpickling arbitrary objects would run code from the file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from repo_gen.errors import MissingDependency, UserError
+from repo_gen.log import logger
+from repo_gen.models import ModelSpec
+
+# Keys under which training frameworks nest the state dict, in the order we prefer them
+# (an EMA copy is what people deploy when it exists).
+_NESTED_KEYS = ("state_dict_ema", "model_ema", "ema", "state_dict", "model", "module")
+
+
+@dataclass
+class LoadedModel:
+    module: Any  # torch.nn.Module, typed loosely so importing this file needs no torch
+    source: str  # "checkpoint", "pretrained" or "random"
+    trained: bool
+    checkpoint_sha256: str | None
+    weights_path: str | None
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _import_torch():
+    try:
+        import timm
+        import torch
+    except ImportError as e:  # pragma: no cover - exercised only on broken installs
+        raise MissingDependency(
+            f"PyTorch/timm not importable ({e}); install them: pip install torch timm (or run scripts/setup.sh)"
+        ) from e
+    return torch, timm
+
+
+def read_state_dict(path: Path) -> dict[str, Any]:
+    """Return the tensor dict stored in `path`, unwrapping the usual nesting keys."""
+    torch, _ = _import_torch()
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except (zipfile.BadZipFile, EOFError, RuntimeError) as e:
+        raise UserError(
+            f"--weights {path}: cannot read it as a PyTorch checkpoint ({_first_line(e)}); "
+            "pass an uncorrupted .pth/.pt file saved with torch.save"
+        ) from e
+    except Exception as e:  # pickle.UnpicklingError and friends: weights_only refused it
+        raise UserError(
+            f"--weights {path}: not loadable with weights_only=True ({_first_line(e)}); "
+            "pass a checkpoint that holds only tensors (re-save it with torch.save(model.state_dict()))"
+        ) from e
+    if isinstance(obj, dict):
+        for key in _NESTED_KEYS:
+            inner = obj.get(key)
+            if isinstance(inner, dict) and inner and _looks_like_state_dict(inner):
+                obj = inner
+                break
+    if not isinstance(obj, dict) or not obj or not _looks_like_state_dict(obj):
+        raise UserError(
+            f"--weights {path}: holds no state dict (expected tensors by parameter name, possibly under "
+            f"one of the keys {', '.join(_NESTED_KEYS)}); pass a model checkpoint"
+        )
+    # DataParallel / DDP prefixes.
+    if all(k.startswith("module.") for k in obj):
+        obj = {k[len("module.") :]: v for k, v in obj.items()}
+    return obj
+
+
+def _looks_like_state_dict(d: dict) -> bool:
+    torch, _ = _import_torch()
+    return all(isinstance(k, str) for k in d) and any(isinstance(v, torch.Tensor) for v in d.values())
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return text[0][:200] if text else type(e).__name__
+
+
+def load_model(
+    spec: ModelSpec,
+    weights: Path | None = None,
+    pretrained: bool = False,
+    seed: int = 0,
+    num_classes: int | None = None,
+) -> LoadedModel:
+    """Create `spec`'s timm model in eval mode with the requested weights.
+
+    Args:
+        weights: checkpoint path; None means no checkpoint.
+        pretrained: use timm's pretrained loader (fails with a clear message when offline).
+        seed: random-init seed, used when neither weights nor pretrained is given.
+        num_classes: classifier width; None resolves to the spec's (1000 for ImageNet).
+    """
+    torch, timm = _import_torch()
+    state = read_state_dict(weights) if weights is not None else None
+    if num_classes is None and state is not None and "head.fc.weight" in state:
+        # A fine-tuned checkpoint decides the classifier width (e.g. the 10-class digits fixture).
+        num_classes = int(state["head.fc.weight"].shape[0])
+    n_cls = num_classes or spec.num_classes
+    if pretrained:
+        try:
+            module = timm.create_model(spec.timm_name, pretrained=True, num_classes=n_cls)
+        except Exception as e:
+            raise UserError(
+                f"--pretrained: timm could not fetch weights for {spec.timm_name} ({_first_line(e)}); "
+                "this machine is probably offline: download the checkpoint elsewhere and pass --weights PATH"
+            ) from e
+        return LoadedModel(module.eval(), "pretrained", True, None, None)
+
+    torch.manual_seed(seed)
+    module = timm.create_model(spec.timm_name, pretrained=False, num_classes=n_cls)
+    if weights is None or state is None:
+        logger.warning(
+            f"{spec.name}: no --weights and no --pretrained: using RANDOM weights (seed {seed}); "
+            "the model is UNTRAINED and its predictions are meaningless"
+        )
+        return LoadedModel(module.eval(), "random", False, None, None)
+
+    expected = module.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong_shape = sorted(
+        k for k in set(expected) & set(state) if tuple(expected[k].shape) != tuple(state[k].shape)
+    )
+    if missing or unexpected or wrong_shape:
+        parts = []
+        if missing:
+            parts.append(f"missing {len(missing)} (e.g. {', '.join(missing[:3])})")
+        if unexpected:
+            parts.append(f"unexpected {len(unexpected)} (e.g. {', '.join(unexpected[:3])})")
+        if wrong_shape:
+            k = wrong_shape[0]
+            parts.append(
+                f"wrong shape {len(wrong_shape)} (e.g. {k}: file {tuple(state[k].shape)} vs model {tuple(expected[k].shape)})"
+            )
+        raise UserError(
+            f"--weights {weights}: keys do not match {spec.name}: {'; '.join(parts)}; "
+            f"pass a checkpoint of {spec.name} (timm names) or choose the matching --model"
+        )
+    module.load_state_dict(state, strict=True)
+    return LoadedModel(module.eval(), "checkpoint", True, file_sha256(weights), str(weights))

@@ -1,0 +1,1 @@
+"""Stages 5-6: Triton model configs, the model repository, and the tritonserver process."""
