@@ -1,0 +1,79 @@
+"""`repo-gen serve`: run tritonserver on a model repository until Ctrl-C."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "serve",
+        help="serve a model repository with tritonserver",
+        description="Start tritonserver (from PATH or the nvidia-pytriton wheel) on a repository, loading every "
+        "model this server can serve (by repo-gen's manifest and the backends found; explicit model control), "
+        "say which are left out and why, wait until ready and print the URLs. Ctrl-C stops the server.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--model-repository", type=Path, default=Path("model_repository"), metavar="DIR")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0 exposes the server to the network)")
+    p.add_argument("--http-port", type=int, default=8000)
+    p.add_argument("--grpc-port", type=int, default=8001)
+    p.add_argument("--metrics-port", type=int, default=8002)
+    p.add_argument("--model-control", default="explicit", choices=["explicit", "poll"],
+                   help="poll: watch the repository and load new versions as they appear")
+    p.add_argument("--allow-inaccurate", action="store_true", help="also serve variants that missed their tolerance")
+    p.add_argument("--timeout", type=float, default=300.0, metavar="S", help="seconds to wait for the server to be ready")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from repo_gen.errors import UserError
+    from repo_gen.log import console, logger
+    from repo_gen.tools import find_tritonserver
+    from repo_gen.triton.server import ServerPorts, TritonServer, choose_models
+
+    repo: Path = args.model_repository
+    for flag, port in (("--http-port", args.http_port), ("--grpc-port", args.grpc_port), ("--metrics-port", args.metrics_port)):
+        if not 1 <= port <= 65535:
+            raise UserError(f"{flag} {port}: must be from 1 to 65535")
+    inst = find_tritonserver()
+    choices = choose_models(repo, inst.backends, args.allow_inaccurate)
+    serve = [c.name for c in choices if c.serve]
+    for c in choices:
+        if not c.serve:
+            logger.warning(f"not serving {c.name}: {c.reason}")
+    if not serve:
+        raise UserError(f"--model-repository {repo}: this tritonserver can serve none of its models (backends here: {', '.join(inst.backends)})")
+    extra: list[str] = []
+    try:
+        from repo_gen.trt.serve import tritonserver_args
+
+        extra = tritonserver_args(repo, serve)
+    except ImportError:
+        pass
+    server = TritonServer(
+        repo,
+        host=args.host,
+        ports=ServerPorts(args.http_port, args.grpc_port, args.metrics_port),
+        models=None if args.model_control == "poll" else serve,
+        model_control=args.model_control,
+        extra_args=extra,
+        install=inst,
+    )
+    server.start(timeout_s=args.timeout)
+    console.print(f"serving {len(serve)} model(s): {', '.join(serve)}")
+    console.print(f"HTTP    http://{args.host}:{args.http_port}/v2/health/ready\n"
+                  f"gRPC    {args.host}:{args.grpc_port}\nmetrics http://{args.host}:{args.metrics_port}/metrics")
+    console.print(f"server log: {server.log_path}; Ctrl-C to stop")
+    try:
+        while server.proc is not None and server.proc.poll() is None:
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        console.print("stopping tritonserver ...")
+        server.stop()
+        return 0
+    code = server.proc.returncode if server.proc else 1
+    console.print(f"[bold red]tritonserver exited with code {code}[/]: {server.log_tail(3)}")
+    return 1

@@ -1,0 +1,279 @@
+"""Run a real tritonserver on a model repository: choose models, start, wait, stop.
+
+`repo-gen serve`, the tests, bench and tune all start the server through `TritonServer`, so the
+argv, the environment and the logs are the same everywhere. The exact argv is logged and the
+server's output is kept in a log file (so any failure can be reproduced by hand).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from repo_gen.errors import BuildFailure, UserError
+from repo_gen.log import logger
+from repo_gen.tools import TritonInstall, cache_dir, find_tritonserver
+from repo_gen.triton.repository import MANIFEST_NAME, read_manifest
+
+BACKEND_OF_PLATFORM = {"tensorrt_plan": "tensorrt", "onnxruntime_onnx": "onnxruntime", "pytorch_libtorch": "pytorch",
+                       "tensorflow_savedmodel": "tensorflow", "ensemble": "ensemble"}
+
+
+@dataclass
+class ModelChoice:
+    name: str
+    serve: bool
+    reason: str = ""
+
+
+@dataclass
+class ServerPorts:
+    http: int = 8000
+    grpc: int = 8001
+    metrics: int = 8002
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def free_ports(host: str = "127.0.0.1") -> ServerPorts:
+    return ServerPorts(free_port(host), free_port(host), free_port(host))
+
+
+def check_port_free(host: str, port: int, flag: str) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as e:
+            raise UserError(f"{flag} {port}: port already in use on {host} ({e.strerror}); pass a free port with {flag}") from e
+
+
+def _config_backend(model_dir: Path) -> str | None:
+    cfg = model_dir / "config.pbtxt"
+    if not cfg.is_file():
+        return None
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+
+    mc = model_config_pb2.ModelConfig()
+    try:
+        text_format.Parse(cfg.read_text(), mc)
+    except text_format.ParseError:
+        return None
+    return mc.backend or BACKEND_OF_PLATFORM.get(mc.platform, mc.platform) or None
+
+
+def choose_models(repo: Path, backends: list[str], allow_inaccurate: bool = False) -> list[ModelChoice]:
+    """Decide, per model directory, whether this server can serve it, and if not, why.
+
+    Models in repo-gen's manifest follow its status; other model directories are served when
+    their backend is present. Ensembles are served when every model they need is served.
+    """
+    if not repo.is_dir():
+        raise UserError(f"--model-repository {repo}: no such directory; run `repo-gen build --output {repo}` first")
+    manifest = read_manifest(repo)["models"] if (repo / MANIFEST_NAME).exists() else {}
+    dirs = sorted(p for p in repo.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not dirs:
+        raise UserError(f"--model-repository {repo}: holds no models; run `repo-gen build --output {repo}` first")
+    have = set(backends) | {"ensemble"}
+    choices: dict[str, ModelChoice] = {}
+    ensembles: dict[str, list[str]] = {}
+    for d in dirs:
+        entry = manifest.get(d.name)
+        backend = entry["backend"] if entry else _config_backend(d)
+        if backend is None:
+            choices[d.name] = ModelChoice(d.name, False, "no readable config.pbtxt")
+            continue
+        if entry and entry["status"] == "not_built":
+            choices[d.name] = ModelChoice(d.name, False, f"not built: {entry.get('status_reason', '')}")
+            continue
+        if entry and entry["status"] == "inaccurate" and not allow_inaccurate:
+            choices[d.name] = ModelChoice(d.name, False, f"missed its fidelity tolerance ({entry.get('status_reason', '')}); --allow-inaccurate serves it")
+            continue
+        if backend not in have:
+            choices[d.name] = ModelChoice(d.name, False, f"this tritonserver has no '{backend}' backend")
+            continue
+        choices[d.name] = ModelChoice(d.name, True)
+        if backend == "ensemble":
+            ensembles[d.name] = list((entry or {}).get("extra", {}).get("steps", []))
+    for name, steps in ensembles.items():
+        missing = [s for s in steps if not choices.get(s, ModelChoice(s, False)).serve]
+        if missing:
+            choices[name] = ModelChoice(name, False, f"needs {', '.join(missing)}, which this server cannot serve")
+    return list(choices.values())
+
+
+@dataclass
+class TritonServer:
+    """A tritonserver process bound to `host` (127.0.0.1 unless told otherwise).
+
+    Attributes:
+        models: models to load at start (explicit model control); None loads every model
+            `choose_models` accepts.
+        model_control: "explicit" (default) or "poll" (watches the repository for new versions).
+        exit_on_error: stop the server when a model fails to load (serve: yes; tests may say no).
+    """
+
+    repo: Path
+    host: str = "127.0.0.1"
+    ports: ServerPorts = field(default_factory=ServerPorts)
+    models: list[str] | None = None
+    model_control: str = "explicit"
+    exit_on_error: bool = True
+    extra_args: list[str] = field(default_factory=list)
+    log_path: Path | None = None
+    poll_secs: int = 2
+    install: TritonInstall | None = None
+    proc: subprocess.Popen | None = None
+    skipped: list[ModelChoice] = field(default_factory=list)
+
+    def argv(self) -> list[str]:
+        inst = self.install or find_tritonserver()
+        self.install = inst
+        args = [
+            str(inst.binary),
+            f"--model-repository={self.repo.absolute()}",
+            f"--backend-directory={inst.backend_dir}",
+            f"--http-address={self.host}",
+            f"--grpc-address={self.host}",
+            f"--metrics-address={self.host}",
+            f"--http-port={self.ports.http}",
+            f"--grpc-port={self.ports.grpc}",
+            f"--metrics-port={self.ports.metrics}",
+            f"--model-control-mode={self.model_control}",
+            f"--exit-on-error={'true' if self.exit_on_error else 'false'}",
+            "--strict-readiness=true",
+            "--log-verbose=0",
+        ]
+        if self.model_control == "poll":
+            args.append(f"--repository-poll-secs={self.poll_secs}")
+        elif self.models is not None:
+            args += [f"--load-model={m}" for m in self.models]
+        return args + list(self.extra_args)
+
+    @property
+    def http_url(self) -> str:
+        return f"{self.host}:{self.ports.http}"
+
+    @property
+    def grpc_url(self) -> str:
+        return f"{self.host}:{self.ports.grpc}"
+
+    def start(self, timeout_s: float = 120.0) -> TritonServer:
+        inst = self.install or find_tritonserver()
+        self.install = inst
+        if self.models is None and self.model_control == "explicit":
+            choices = choose_models(self.repo, inst.backends)
+            self.models = [c.name for c in choices if c.serve]
+            self.skipped = [c for c in choices if not c.serve]
+        for port, flag in ((self.ports.http, "--http-port"), (self.ports.grpc, "--grpc-port"), (self.ports.metrics, "--metrics-port")):
+            check_port_free(self.host, port, flag)
+        if self.log_path is None:
+            logs = cache_dir() / "logs"
+            logs.mkdir(exist_ok=True)
+            self.log_path = logs / f"tritonserver-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+        argv = self.argv()
+        logger.info("starting: " + " ".join(argv))
+        env = dict(os.environ)
+        env.update(inst.env)
+        log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the process lifetime
+        self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        log.close()
+        self.wait_ready(timeout_s)
+        return self
+
+    def log_tail(self, n: int = 30) -> str:
+        if self.log_path is None or not self.log_path.exists():
+            return ""
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+
+    def load_errors(self) -> list[str]:
+        if self.log_path is None or not self.log_path.exists():
+            return []
+        return [ln for ln in self.log_path.read_text(errors="replace").splitlines()
+                if "failed to load" in ln or "Invalid argument" in ln or "error:" in ln.lower()]
+
+    def _get(self, path: str, timeout: float = 2.0) -> tuple[int, bytes]:
+        try:
+            with urllib.request.urlopen(f"http://{self.http_url}{path}", timeout=timeout) as r:  # noqa: S310 - loopback URL we built
+                return r.status, r.read()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read()
+        except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
+            return 0, b""
+
+    def is_ready(self) -> bool:
+        return self._get("/v2/health/ready")[0] == 200
+
+    def is_live(self) -> bool:
+        return self._get("/v2/health/live")[0] == 200
+
+    def wait_ready(self, timeout_s: float) -> None:
+        assert self.proc is not None
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                errors = self.load_errors()
+                detail = errors[-1] if errors else self.log_tail(5)
+                raise BuildFailure(f"tritonserver exited with code {self.proc.returncode} while starting: {detail} (full log: {self.log_path})")
+            if self.is_ready():
+                return
+            time.sleep(0.25)
+        self.stop()
+        raise BuildFailure(f"tritonserver not ready after {timeout_s:.0f} s (full log: {self.log_path})")
+
+    def repository_index(self) -> list[dict]:
+        """Triton's own view: every model with its state (READY, UNAVAILABLE) and reason."""
+        req = urllib.request.Request(f"http://{self.http_url}/v2/repository/index", data=b"{}", method="POST")
+        with urllib.request.urlopen(req, timeout=10) as r:  # noqa: S310 - loopback
+            return json.loads(r.read())
+
+    def load_model(self, name: str, config: str | None = None) -> tuple[int, str]:
+        body = json.dumps({"parameters": {"config": config}} if config else {}).encode()
+        req = urllib.request.Request(f"http://{self.http_url}/v2/repository/models/{name}/load", data=body, method="POST")
+        try:
+            with urllib.request.urlopen(req, timeout=300) as r:  # noqa: S310 - loopback
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode()
+
+    def unload_model(self, name: str) -> tuple[int, str]:
+        req = urllib.request.Request(f"http://{self.http_url}/v2/repository/models/{name}/unload", data=b"{}", method="POST")
+        try:
+            with urllib.request.urlopen(req, timeout=120) as r:  # noqa: S310 - loopback
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode()
+
+    def stop(self, timeout_s: float = 30.0) -> int | None:
+        if self.proc is None or self.proc.poll() is not None:
+            return None if self.proc is None else self.proc.returncode
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGINT)
+        try:
+            return self.proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            return self.proc.wait(10)
+
+    def __enter__(self) -> TritonServer:
+        if self.proc is None:
+            self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

@@ -1,0 +1,70 @@
+"""Shared fixtures: a real repository built once per session, and a real tritonserver on it.
+
+No test doubles: the server is the tritonserver binary from the nvidia-pytriton wheel (or PATH),
+started on free loopback ports. Tests that need a missing tool are skipped with the reason.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+# Small, fast model for most tests; shapes and names are those of every MobileViT.
+TEST_MODEL = os.environ.get("REPO_GEN_TEST_MODEL", "mobilevit_xxs")
+TEST_MAX_BATCH = 8
+
+
+def _need_tritonserver():
+    from repo_gen.errors import MissingDependency
+    from repo_gen.tools import find_tritonserver
+
+    try:
+        return find_tritonserver()
+    except MissingDependency as e:
+        pytest.skip(str(e))
+
+
+@pytest.fixture(scope="session")
+def fp32_repo(tmp_path_factory) -> Path:
+    """A repository with `TEST_MODEL` in FP32 for the onnx and py runtimes (no pipeline)."""
+    from repo_gen.build import build
+    from repo_gen.config import BuildConfig
+
+    out = tmp_path_factory.mktemp("repo") / "model_repository"
+    build(BuildConfig(model=TEST_MODEL, output=out, max_batch=TEST_MAX_BATCH, precisions=("fp32",),
+                      runtimes=("onnx", "py"), pipeline=False))
+    return out
+
+
+@pytest.fixture()
+def repo_copy(fp32_repo, tmp_path) -> Path:
+    """A private copy of `fp32_repo` a test may modify."""
+    dst = tmp_path / "model_repository"
+    shutil.copytree(fp32_repo, dst)
+    return dst
+
+
+@pytest.fixture(scope="session")
+def triton(fp32_repo):
+    """A tritonserver serving `fp32_repo` on free loopback ports (session-wide)."""
+    _need_tritonserver()
+    from repo_gen.triton.server import TritonServer, free_ports
+
+    server = TritonServer(fp32_repo, ports=free_ports(), exit_on_error=False)
+    server.start(timeout_s=180)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def perf_analyzer():
+    from repo_gen.errors import MissingDependency
+    from repo_gen.tools import find_perf_analyzer
+
+    try:
+        return find_perf_analyzer()
+    except MissingDependency as e:
+        pytest.skip(str(e))
