@@ -2,7 +2,7 @@
 """Train the digits fixture (mobilevit_xxs on scikit-learn digits) and/or write digit PNG folders.
 
     python scripts/train_digits_fixture.py                      # train (if not cached), print accuracy
-    python scripts/train_digits_fixture.py --force --epochs 20  # retrain
+    python scripts/train_digits_fixture.py --force --epochs 6  # retrain
     python scripts/train_digits_fixture.py --write-eval DIR     # held-out digits as DIR/<class>/*.png
     python scripts/train_digits_fixture.py --write-calib DIR    # training digits as DIR/<class>/*.png
 
@@ -22,7 +22,7 @@ from repo_gen.precision import digits_fixture as fx
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, default=None, help=f"checkpoint path (default {fx.default_checkpoint()})")
-    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--epochs", type=int, default=6)
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: min(2, CPUs))")
     p.add_argument("--force", action="store_true", help="retrain even if the checkpoint exists")
     p.add_argument("--write-eval", type=Path, default=None, help="write held-out digits as PNG class folders")

@@ -10,6 +10,8 @@
  */
 #include "NvInferRuntime.h"
 
+#include "api/mobilevitPlugins.h"
+
 #include "attentionPlugin/attentionPlugin.h"
 #include "common/pluginUtils.h"
 #include "layerNormPlugin/layerNormPlugin.h"
@@ -48,19 +50,19 @@ StaticRegistration const gStaticRegistration;
 
 extern "C"
 {
-    TENSORRTAPI nvinfer1::IPluginCreatorInterface* const* getCreators(int32_t& nbCreators)
+    MVT_API nvinfer1::IPluginCreatorInterface* const* getCreators(int32_t& nbCreators)
     {
         nbCreators = kNbCreators;
         return gCreators;
     }
 
     // Older name of getCreators(), still looked up by TensorRT's loadLibrary().
-    TENSORRTAPI nvinfer1::IPluginCreatorInterface* const* getPluginCreators(int32_t& nbCreators)
+    MVT_API nvinfer1::IPluginCreatorInterface* const* getPluginCreators(int32_t& nbCreators)
     {
         return getCreators(nbCreators);
     }
 
-    TENSORRTAPI void setLoggerFinder(nvinfer1::ILoggerFinder* finder)
+    MVT_API void setLoggerFinder(nvinfer1::ILoggerFinder* finder)
     {
         mvt::plugin::setLoggerFinder(finder);
     }

@@ -83,7 +83,7 @@ def write_digit_folders(out_dir: Path, split: str = "test", count: int | None = 
     return out_dir
 
 
-def train_digits(out: Path | None = None, epochs: int = 20, batch: int = 64, seed: int = 0,
+def train_digits(out: Path | None = None, epochs: int = 6, batch: int = 64, seed: int = 0,
                  threads: int | None = None) -> dict:
     """Train the fixture and save its state_dict to `out` (None: `default_checkpoint()`).
 
@@ -100,9 +100,9 @@ def train_digits(out: Path | None = None, epochs: int = 20, batch: int = 64, see
     xte, yte = digit_tensors("test")
     xtr_t, ytr_t = torch.from_numpy(xtr), torch.from_numpy(ytr)
     model = timm.create_model(MODEL, pretrained=False, num_classes=NUM_CLASSES)
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.05)
+    opt = torch.optim.AdamW(model.parameters(), lr=4e-3, weight_decay=0.05)
     steps_per_epoch = -(-len(xtr) // batch)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=epochs * steps_per_epoch, pct_start=0.15)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=4e-3, total_steps=epochs * steps_per_epoch, pct_start=0.15)
     gen = torch.Generator().manual_seed(seed)
     t0 = time.perf_counter()
     for epoch in range(epochs):
@@ -120,7 +120,7 @@ def train_digits(out: Path | None = None, epochs: int = 20, batch: int = 64, see
             loss.backward()
             opt.step()
             sched.step()
-            total += float(loss) * len(ix)
+            total += loss.item() * len(ix)
         logger.info(f"digits epoch {epoch + 1}/{epochs}: loss {total / len(xtr):.4f} ({time.perf_counter() - t0:.0f} s)")
     model.eval()
     with torch.inference_mode():
