@@ -206,7 +206,7 @@ def write_variants(
             {"precision": v.precision, "status": v.status, "status_reason": v.status_reason,
              "io_dtype": v.io_dtype, "fidelity": v.fidelity, "report": v.report}
         )
-        common = dict(version=cfg.version, image_size=cfg.image_size, num_classes=num_classes, labels=labels,
+        common: dict[str, Any] = dict(version=cfg.version, image_size=cfg.image_size, num_classes=num_classes, labels=labels,
                       max_batch=cfg.max_batch, io_dtype=v.io_dtype, instance_count=cfg.instance_count,
                       max_queue_delay_us=cfg.max_queue_delay_us)
         status = v.status

@@ -19,7 +19,7 @@ def fidelity(ref: np.ndarray, out: np.ndarray) -> dict[str, float]:
     dot = np.sum(ref64 * out64, axis=1)
     norms = np.linalg.norm(ref64, axis=1) * np.linalg.norm(out64, axis=1)
     cos = dot / np.maximum(norms, 1e-30)
-    rel_l2 = np.linalg.norm(out64 - ref64) / max(np.linalg.norm(ref64), 1e-30)
+    rel_l2 = float(np.linalg.norm(out64 - ref64)) / max(float(np.linalg.norm(ref64)), 1e-30)
     top1_ref, top1_out = ref64.argmax(1), out64.argmax(1)
     k = min(5, ref.shape[1])
     top5_out = np.argsort(-out64, axis=1)[:, :k]

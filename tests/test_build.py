@@ -52,7 +52,7 @@ def test_manifest_and_export_check(fp32_repo):
     assert max(ec["raw"].values()) <= 1e-4 and max(ec["cleaned"].values()) <= 1e-4
     assert rec["weights"]["source"] == "random" and rec["weights"]["trained"] is False
     assert any("UNTRAINED" in n for n in rec["notes"])
-    for name, entry in m["models"].items():
+    for entry in m["models"].values():
         for f in entry["files"]:
             assert (fp32_repo / f).is_file(), f
         assert entry["max_batch_size"] == TEST_MAX_BATCH

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -37,7 +38,9 @@ def list_images(directory: Path) -> list[Path]:
 def load_dir(directory: Path, data: DataConfig, count: int | None = None) -> ImageSet:
     """Preprocess up to `count` images found recursively under `directory` (sorted by path)."""
     size = data.input_size[1]
-    tensors, names, skipped = [], [], []
+    tensors: list[np.ndarray] = []
+    names: list[str] = []
+    skipped: list[tuple[str, str]] = []
     for path in list_images(directory):
         if count is not None and len(tensors) >= count:
             break
@@ -52,12 +55,12 @@ def load_dir(directory: Path, data: DataConfig, count: int | None = None) -> Ima
     return ImageSet(arr, names, skipped)
 
 
-def skimage_photos() -> list[tuple[str, object]]:
+def skimage_photos() -> list[tuple[str, Any]]:
     """(name, RGB PIL image) for each bundled scikit-image photo that loads."""
     from PIL import Image
     from skimage import data as skdata
 
-    out = []
+    out: list[tuple[str, Any]] = []
     for name in SKIMAGE_PHOTOS:
         fn = getattr(skdata, name, None)
         if fn is None:

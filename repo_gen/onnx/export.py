@@ -33,7 +33,7 @@ def export_onnx(module: Any, path: Path, image_size: int, opset: int = 17) -> on
             torch.onnx.export(
                 module,
                 (dummy,),
-                buf,
+                buf,  # type: ignore[arg-type]  # BytesIO is accepted at runtime
                 input_names=[INPUT_NAME],
                 output_names=[OUTPUT_NAME],
                 dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},

@@ -263,10 +263,26 @@ _NORM_MATH = {"Pow", "Sqrt", "Div", "Reciprocal", "Sub"}
 _REDUCE = {"ReduceMean", "ReduceSum", "ReduceL2", "ReduceSumSquare", "ReduceMax", "GlobalAveragePool"}
 
 
-def _scope(name: str, depth: int = 1) -> str:
-    """'/stages.3/stages.3.1/transformer/...' -> 'stages.3' (module path from the torch exporter)."""
-    parts = [p for p in name.split("/") if p]
-    return "/".join(parts[:depth]) if len(parts) > depth else "graph"
+def scope(name: str) -> str:
+    """Top-level module of a node from the torch exporter's name: its path up to the first
+    numbered component ('/stages/stages.2/stages.2.1/...' -> 'stages.2', '/head/fc/Gemm' -> 'head')."""
+    parts = [p for p in name.split("/") if p][:-1]
+    for p in parts:
+        if any(c.isdigit() for c in p):
+            return p
+    return parts[0] if parts else "graph"
+
+
+def _numel(vi: onnx.ValueInfoProto) -> int | None:
+    dims = vi.type.tensor_type.shape.dim
+    if not vi.type.tensor_type.HasField("shape"):
+        return None
+    n = 1
+    for d in dims:
+        if not d.HasField("dim_value"):
+            return None
+        n *= d.dim_value
+    return n
 
 
 def fp16_candidates(model: onnx.ModelProto) -> dict[str, list[str]]:
@@ -278,6 +294,8 @@ def fp16_candidates(model: onnx.ModelProto) -> dict[str, list[str]]:
     """
     g = model.graph
     inits = {i.name for i in g.initializer}
+    inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False).graph
+    numel = {vi.name: _numel(vi) for vi in inferred.value_info}
     groups: dict[str, list[str]] = defaultdict(list)
     weighted = [n for n in g.node if n.op_type in ("Gemm", "MatMul", "Conv")]
     head = weighted[-1].name if weighted else None
@@ -293,10 +311,10 @@ def fp16_candidates(model: onnx.ModelProto) -> dict[str, list[str]]:
             cat = "reduce"
         elif n.op_type == "Add" and len(n.input) == 2 and not any(i in inits for i in n.input):
             cat = "residual_add"
-        elif n.op_type in _NORM_MATH:
-            cat = "norm_math"
+        elif n.op_type in _NORM_MATH and all((numel.get(o) or 2) > 1 for o in n.output):
+            cat = "norm_math"  # scalar arithmetic (e.g. the attention scale from a Shape) is left out
         elif n.op_type == "MatMul" and not any(i in inits for i in n.input):
             cat = "attn_matmul"
         if cat:
-            groups[f"{cat}@{_scope(n.name)}"].append(n.name)
+            groups[f"{cat}@{scope(n.name)}"].append(n.name)
     return dict(groups)

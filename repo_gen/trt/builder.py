@@ -30,6 +30,7 @@ from repo_gen.trt.profile import ProfileShapes
 
 if TYPE_CHECKING:
     import numpy as np
+    import numpy.typing as npt
     import tensorrt as trt
 
 # Words TensorRT's logger and exceptions use when the GPU runs out of memory while building.
@@ -113,25 +114,17 @@ class EngineResult:
         return asdict(self)
 
 
-if TYPE_CHECKING:
-    _LoggerBase = trt.ILogger
-else:
-    _LoggerBase = object
-
-
-def _make_logger() -> _TrtLogger:
+def _make_logger(errors: list[str]) -> trt.ILogger:
+    """A TensorRT logger that forwards to repo-gen's logger and appends errors to `errors`."""
     import tensorrt as trt
 
     class _Logger(trt.ILogger):
-        """Forwards TensorRT's messages to repo-gen's logger and keeps the errors for reports."""
-
         def __init__(self) -> None:
             trt.ILogger.__init__(self)
-            self.errors: list[str] = []
 
         def log(self, severity: trt.ILogger.Severity, msg: str) -> None:
             if severity in (trt.ILogger.Severity.INTERNAL_ERROR, trt.ILogger.Severity.ERROR):
-                self.errors.append(msg)
+                errors.append(msg)
                 logger.error(f"TensorRT: {msg}")
             elif severity == trt.ILogger.Severity.WARNING:
                 logger.debug(f"TensorRT warning: {msg}")
@@ -139,10 +132,8 @@ def _make_logger() -> _TrtLogger:
     return _Logger()
 
 
-class _TrtLogger(_LoggerBase):
-    """Type of `_make_logger()`'s result, for annotations (the real class needs tensorrt)."""
-
-    errors: list[str]
+def _dims(d: trt.Dims) -> list[int]:
+    return [int(d[i]) for i in range(len(d))]
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
@@ -159,7 +150,7 @@ def _write_atomic(path: Path, data: bytes) -> None:
 
 def _creator_names(registry: trt.IPluginRegistry) -> set[str]:
     names = set()
-    for creator in registry.all_creators():
+    for creator in registry.all_creators:
         name = getattr(creator, "name", None)
         if isinstance(name, str):
             names.add(name)
@@ -222,7 +213,7 @@ def _network_input(network: trt.INetworkDefinition, profile: ProfileShapes, onnx
     if names != [profile.input_name]:
         raise BuildFailure(f"{onnx}: expected one input named {profile.input_name!r}, the graph has {names}")
     tensor = network.get_input(0)
-    dims = list(tensor.shape)
+    dims = _dims(tensor.shape)
     if len(dims) != len(profile.max) or any(d not in (-1, m) for d, m in zip(dims, profile.max, strict=False)):
         raise BuildFailure(f"{onnx}: input {profile.input_name!r} has shape {dims}; the profile needs "
                            f"[-1, {', '.join(str(d) for d in profile.max[1:])}] (dynamic batch)")
@@ -249,7 +240,7 @@ def _save_timing_cache(cache: trt.ITimingCache, path: Path | None) -> None:
 def profile_of(engine: trt.ICudaEngine, input_name: str) -> dict[str, list[int]]:
     """min/opt/max shapes of profile 0 for `input_name`, read back from the engine."""
     shapes = engine.get_tensor_profile_shape(input_name, 0)
-    return {k: [int(d) for d in s] for k, s in zip(("min", "opt", "max"), shapes, strict=True)}
+    return {k: _dims(s) for k, s in zip(("min", "opt", "max"), shapes, strict=True)}
 
 
 def check_profile(engine: trt.ICudaEngine, input_name: str, max_batch: int, where: str) -> dict[str, list[int]]:
@@ -272,7 +263,8 @@ def build_engine(spec: EngineSpec) -> EngineResult:
     if not 0 <= spec.opt_level <= 5:
         raise UserError(f"--builder-opt-level {spec.opt_level}: must be from 0 to 5")
     t0 = time.perf_counter()
-    log = _make_logger()
+    errors: list[str] = []
+    log = _make_logger(errors)
     try:
         builder = trt.Builder(log)
     except Exception as e:  # TypeError/RuntimeError "CUDA initialization failure"
@@ -282,8 +274,8 @@ def build_engine(spec: EngineSpec) -> EngineResult:
     network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
     parser = trt.OnnxParser(network, log)
     if not parser.parse_from_file(str(spec.onnx)):
-        errors = parser_errors(parser)
-        raise BuildFailure(f"TensorRT's ONNX parser rejected {spec.onnx}: " + "; ".join(errors or log.errors[-3:]))
+        node_errors = parser_errors(parser)
+        raise BuildFailure(f"TensorRT's ONNX parser rejected {spec.onnx}: " + "; ".join(node_errors or errors[-3:]))
     _network_input(network, spec.profile, spec.onnx)
 
     config = builder.create_builder_config()
@@ -310,9 +302,9 @@ def build_engine(spec: EngineSpec) -> EngineResult:
     try:
         serialized = builder.build_serialized_network(network, config)
     except Exception as e:
-        raise BuildFailure(explain_build_failure([*log.errors, str(e)], spec)) from e
+        raise BuildFailure(explain_build_failure([*errors, str(e)], spec)) from e
     if serialized is None:
-        raise BuildFailure(explain_build_failure(log.errors, spec))
+        raise BuildFailure(explain_build_failure(errors, spec))
     plan_bytes = bytes(memoryview(serialized))
     _save_timing_cache(cache, spec.timing_cache)
     _write_atomic(spec.plan, plan_bytes)
@@ -322,7 +314,7 @@ def build_engine(spec: EngineSpec) -> EngineResult:
         runtime.engine_host_code_allowed = True
     engine = runtime.deserialize_cuda_engine(plan_bytes)
     if engine is None:
-        raise BuildFailure(f"{spec.plan}: the plan just built does not deserialize: {'; '.join(log.errors[-3:])}")
+        raise BuildFailure(f"{spec.plan}: the plan just built does not deserialize: {'; '.join(errors[-3:])}")
     prof = check_profile(engine, p.input_name, p.max_batch, str(spec.plan))
     layer_info = None
     if spec.layer_info is not None:
@@ -366,7 +358,8 @@ class EngineRunner:
 
         from repo_gen.trt.cuda import DeviceContext
 
-        self._log = _make_logger()
+        self._errors: list[str] = []
+        self._log = _make_logger(self._errors)
         self.cuda = DeviceContext(0)
         self._runtime = trt.Runtime(self._log)
         self._runtime.engine_host_code_allowed = True
@@ -375,7 +368,7 @@ class EngineRunner:
         engine = self._runtime.deserialize_cuda_engine(Path(plan).read_bytes())
         if engine is None:
             raise BuildFailure(f"{plan}: does not deserialize with TensorRT {tensorrt_version()}: "
-                               f"{'; '.join(self._log.errors[-3:])}")
+                               f"{'; '.join(self._errors[-3:])}")
         self.engine = engine
         self.context = engine.create_execution_context()
         self.inputs: list[str] = []
@@ -389,7 +382,7 @@ class EngineRunner:
             self._dtype[name] = np.dtype(_numpy_dtype(engine.get_tensor_dtype(name)))
             shape = engine.get_tensor_profile_shape(name, 0)[2] if is_input else engine.get_tensor_shape(name)
             elems = max_batch
-            for d in list(shape)[1:]:
+            for d in _dims(shape)[1:]:
                 elems *= max(int(d), 1)
             self._ptr[name] = self.cuda.malloc(elems * self._dtype[name].itemsize)
             self.context.set_tensor_address(name, self._ptr[name])
@@ -405,9 +398,9 @@ class EngineRunner:
 
     def _enqueue(self) -> None:
         if not self.context.execute_async_v3(self.cuda.stream):
-            raise BuildFailure(f"TensorRT execution failed: {'; '.join(self._log.errors[-3:])}")
+            raise BuildFailure(f"TensorRT execution failed: {'; '.join(self._errors[-3:])}")
 
-    def infer(self, x: np.ndarray) -> np.ndarray:
+    def infer(self, x: npt.NDArray[Any]) -> npt.NDArray[Any]:
         """Outputs of the first output tensor for input batch `x` (cast to the input's dtype)."""
         import numpy as np
 
@@ -418,7 +411,7 @@ class EngineRunner:
         self.cuda.to_device(self._ptr[name], x)
         self._enqueue()
         out_name = self.outputs[0]
-        out = np.empty(tuple(self.context.get_tensor_shape(out_name)), dtype=self._dtype[out_name])
+        out = np.empty(tuple(_dims(self.context.get_tensor_shape(out_name))), dtype=self._dtype[out_name])
         self.cuda.to_host(out, self._ptr[out_name])
         self.cuda.synchronize()
         return out
@@ -453,13 +446,13 @@ def plan_max_batch(plan: Path, input_name: str, plugin_libs: tuple[Path, ...] = 
     require_tensorrt()
     import tensorrt as trt
 
-    log = _make_logger()
-    runtime = trt.Runtime(log)
+    errors: list[str] = []
+    runtime = trt.Runtime(_make_logger(errors))
     runtime.engine_host_code_allowed = True
     for lib in plugin_libs:
         runtime.get_plugin_registry().load_library(str(lib))
     engine = runtime.deserialize_cuda_engine(plan.read_bytes())
     if engine is None:
         raise BuildFailure(f"{plan}: does not deserialize with TensorRT {tensorrt_version()}: "
-                           f"{'; '.join(log.errors[-3:])}")
+                           f"{'; '.join(errors[-3:])}")
     return profile_of(engine, input_name)["max"][0]

@@ -20,7 +20,7 @@ def test_models_ready_or_unavailable_only_for_missing_backend(triton):
     triton.load_model(ONNX_MODEL)
     index = {m["name"]: m for m in triton.repository_index()}
     assert index[PY_MODEL]["state"] == "READY"
-    for name, m in index.items():
+    for m in index.values():
         if m.get("state") != "READY":
             assert "unable to find backend library" in m.get("reason", ""), m
 

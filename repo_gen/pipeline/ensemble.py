@@ -1,0 +1,216 @@
+"""Write `<model>_pipeline`: encoded image bytes in, class scores out, all inside Triton.
+
+    <model>_pipeline (platform "ensemble", max_batch_size = the classifier's)
+      IMAGE   TYPE_STRING [1]  one encoded image per batch element (JPEG/PNG/WebP/BMP/...)
+        -> <model>_preprocess  python backend; decode, convert mode, resize + crop + normalize
+                               exactly as timm's eval transform for this model's data config;
+                               dynamic batching; per-request errors
+        -> classifier          the variant chosen below, unchanged
+      logits  [num_classes]    with label_filename: ask for top-k names with class_count = k
+
+Choices, and why:
+
+* Top-k through Triton's classification extension (label_filename on the ensemble output),
+  not a postprocess model. The client picks k per request (class_count), Triton's core does
+  the top-k on the logits it already holds, and no third python-backend hop (an IPC round
+  trip and a process competing for the same CPU cores) is added. Clients that want the raw
+  logits (to compare, or to compute a softmax) ask for the output without class_count. The
+  scores are therefore logits, not probabilities: a softmax needs all of them.
+* One ensemble per model, pointing at one classifier chosen at build time by
+  `CLASSIFIER_PREFERENCE` among the staged variants whose status is "ready": a TensorRT
+  plan first (built only where TensorRT exists: the GPU box or the NGC image), then the
+  python-backend ONNX Runtime variant ("py", loads on every tritonserver, including the
+  CPU-only one from the nvidia-pytriton wheel), then the onnxruntime-backend variant
+  ("onnx", needs the onnxruntime backend of the NGC image). "py" comes before "onnx" because
+  an ensemble is only useful where its target loads; on an NGC GPU server without a plan,
+  build with `--runtimes onnx` (no "py") to make the ensemble use the GPU through the
+  onnxruntime backend. Triton cannot pick a step's model at run time, so one ensemble per
+  target would mean one name per target for clients to choose from; a single stable name
+  (`<model>_pipeline`) is what clients hard-code.
+* The preprocessing model's output dtype, dims and the classifier's I/O names are read from
+  the staged config.pbtxt of the chosen classifier, so an FP16-I/O variant gets FP16 pixels.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+from repo_gen.errors import BuildFailure
+from repo_gen.triton.config import EnsembleStep, ModelConfigSpec, TensorSpec
+from repo_gen.triton.render import parse_config, render_config, render_template
+from repo_gen.triton.repository import ModelEntry
+
+IMAGE_INPUT = "IMAGE"
+LABELS_FILE = "labels.txt"
+PREPROCESS_FILE = Path(__file__).resolve().parents[1] / "data" / "preprocess.py"
+
+# (runtime, precision), best first. TensorRT: FP16 before INT8 (FP16 keeps accuracy; INT8
+# only pays off on some layers of these small models) before FP32. ONNX Runtime on a CPU:
+# FP32 first (emulated FP16 and symmetric INT8 are slower than FP32 there, see GUIDE.md).
+CLASSIFIER_PREFERENCE: tuple[tuple[str, str], ...] = (
+    ("trt", "fp16"), ("trt", "int8"), ("trt", "fp32"),
+    ("py", "fp32"), ("py", "fp16"), ("py", "int8"),
+    ("onnx", "fp32"), ("onnx", "fp16"), ("onnx", "int8"),
+)  # fmt: skip
+
+
+def ensemble_model_names(model: str) -> list[str]:
+    """Names of the models the pipeline adds for `model` (preprocess first, ensemble last)."""
+    return [f"{model}_preprocess", f"{model}_pipeline"]
+
+
+def choose_classifier(entries: dict[str, ModelEntry], model: str) -> tuple[ModelEntry | None, str]:
+    """The ensemble's classifier: the first "ready" entry of `model` in CLASSIFIER_PREFERENCE order.
+
+    Returns:
+        (entry or None, one line saying why it was chosen or why none could be).
+    """
+    ours = {(e.runtime, e.precision): e for e in entries.values() if e.base_model == model}
+    for key in CLASSIFIER_PREFERENCE:
+        e = ours.get(key)
+        if e is not None and e.status == "ready":
+            skipped = [f"{e2.name} ({e2.status})" for k2, e2 in ours.items()
+                       if e2.status != "ready" and CLASSIFIER_PREFERENCE.index(k2) < CLASSIFIER_PREFERENCE.index(key)]
+            why = f"first ready variant in the preference order {'>'.join('_'.join(k) for k in CLASSIFIER_PREFERENCE)}"
+            return e, why + (f"; passed over {', '.join(skipped)}" if skipped else "")
+    have = ", ".join(f"{e.name} ({e.status})" for e in ours.values()) or "none"
+    return None, f"no classifier variant of {model} is ready (have: {have})"
+
+
+def _io_of(config_text: str, what: str) -> tuple[Any, Any, int]:
+    cfg = parse_config(config_text, what)
+    if len(cfg.input) != 1 or len(cfg.output) != 1:
+        raise BuildFailure(f"{what}: expected one input and one output, found {len(cfg.input)} and {len(cfg.output)} (repo-gen bug)")
+    return cfg.input[0], cfg.output[0], int(cfg.max_batch_size)
+
+
+def _dtype_name(value: int) -> str:
+    from tritonclient.grpc import model_config_pb2
+
+    return str(model_config_pb2.DataType.Name(value))
+
+
+def write_preprocess_model(
+    model_dir: Path,
+    name: str,
+    version: int,
+    data: dict,
+    output: TensorSpec,
+    max_batch: int,
+    max_queue_delay_us: int = 100,
+    instance_count: int = 1,
+    decode_threads: int = 0,
+) -> list[str]:
+    """The python-backend model that turns encoded images into the classifier's input tensor.
+
+    Args:
+        data: the model's data config (`DataConfig.to_dict()`): size, interpolation, crop, mean, std.
+        output: name, dtype and dims of the classifier input it feeds.
+        decode_threads: images decoded at once per instance; 0 means one per CPU the server may use.
+    """
+    size = int(data["input_size"][1])
+    if output.dims != [3, size, size]:
+        raise BuildFailure(f"{name}: classifier input dims {output.dims} do not match the data config size {size} (repo-gen bug)")
+    spec = ModelConfigSpec(
+        name=name,
+        template="python",
+        max_batch_size=max_batch,
+        inputs=[TensorSpec(IMAGE_INPUT, "TYPE_STRING", [1])],
+        outputs=[output],
+        backend="python",
+        max_queue_delay_us=max_queue_delay_us,
+        instance_count=instance_count,
+        instance_kind="KIND_CPU",
+        parameters={
+            "image_size": str(size),
+            "interpolation": str(data["interpolation"]),
+            "crop_pct": repr(float(data["crop_pct"])),
+            "mean": ",".join(repr(float(v)) for v in data["mean"]),
+            "std": ",".join(repr(float(v)) for v in data["std"]),
+            "decode_threads": str(decode_threads),
+        },
+    )
+    vdir = model_dir / str(version)
+    vdir.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(PREPROCESS_FILE, vdir / "preprocess.py")
+    code = render_template("preprocess_model.py.j2", input_name=IMAGE_INPUT, output_name=output.name)
+    (vdir / "model.py").write_text(code)
+    (model_dir / "config.pbtxt").write_text(render_config(spec))
+    return ["config.pbtxt", f"{version}/model.py", f"{version}/preprocess.py"]
+
+
+def write_ensemble_model(
+    model_dir: Path,
+    name: str,
+    version: int,
+    preprocess: str,
+    classifier: str,
+    pixels: TensorSpec,
+    logits: TensorSpec,
+    labels: list[str],
+    max_batch: int,
+) -> list[str]:
+    """The ensemble: IMAGE -> preprocess -> classifier -> logits (with labels for class_count)."""
+    out = TensorSpec(logits.name, logits.data_type, logits.dims, label_filename=LABELS_FILE)
+    spec = ModelConfigSpec(
+        name=name,
+        template="ensemble",
+        max_batch_size=max_batch,
+        inputs=[TensorSpec(IMAGE_INPUT, "TYPE_STRING", [1])],
+        outputs=[out],
+        platform="ensemble",
+        max_queue_delay_us=None,
+        ensemble_steps=[
+            EnsembleStep(preprocess, -1, {IMAGE_INPUT: IMAGE_INPUT}, {pixels.name: "pixels"}),
+            EnsembleStep(classifier, -1, {pixels.name: "pixels"}, {logits.name: logits.name}),
+        ],
+    )
+    # An ensemble needs a version directory, even an empty one.
+    (model_dir / str(version)).mkdir(parents=True, exist_ok=True)
+    (model_dir / "config.pbtxt").write_text(render_config(spec))
+    (model_dir / LABELS_FILE).write_text("\n".join(labels) + "\n")
+    return ["config.pbtxt", LABELS_FILE]
+
+
+def write_pipeline(cfg: Any, tx: Any, labels: list[str], report: Any) -> list[ModelEntry]:
+    """Stage `<model>_preprocess` and `<model>_pipeline` for the classifier variants in `tx`.
+
+    Called after the classifier variants are staged (`tx.entries`). Returns the entries to add;
+    none when no classifier variant is ready (the reason goes to `report.notes`).
+    """
+    pre_name, ens_name = ensemble_model_names(cfg.model)
+    target, why = choose_classifier(tx.entries, cfg.model)
+    if target is None:
+        report.notes.append(f"pipeline not written: {why}")
+        return []
+    target_cfg = tx.model_dir(target.name) / "config.pbtxt"
+    if not target_cfg.is_file():
+        raise BuildFailure(f"{target.name}: staged without a config.pbtxt (repo-gen bug)")
+    inp, out, target_max_batch = _io_of(target_cfg.read_text(), f"config of {target.name}")
+    pixels = TensorSpec(inp.name, _dtype_name(inp.data_type), list(inp.dims))
+    logits = TensorSpec(out.name, _dtype_name(out.data_type), list(out.dims))
+    max_batch = min(cfg.max_batch, target_max_batch) if target_max_batch > 0 else cfg.max_batch
+    data = cfg.data.to_dict()
+
+    pre_files = write_preprocess_model(tx.model_dir(pre_name), pre_name, cfg.version, data, pixels, max_batch,
+                                       max_queue_delay_us=cfg.max_queue_delay_us)
+    ens_files = write_ensemble_model(tx.model_dir(ens_name), ens_name, cfg.version, pre_name, target.name,
+                                     pixels, logits, labels, max_batch)
+    def versions(name: str) -> list[int]:
+        d = tx.model_dir(name)
+        return sorted({cfg.version, *(int(p.name) for p in d.iterdir() if p.is_dir() and p.name.isdigit())})
+
+    common = dict(base_model=cfg.model, max_batch_size=max_batch, data=data)
+    return [
+        ModelEntry(name=pre_name, runtime="py", backend="python", precision=pixels.data_type.removeprefix("TYPE_").lower(),
+                   versions=versions(pre_name), files=[f"{pre_name}/{f}" for f in pre_files],
+                   status_reason="encoded image bytes -> classifier input (copy of repo_gen/data/preprocess.py)",
+                   extra={"feeds": target.name}, **common),
+        ModelEntry(name=ens_name, runtime="ensemble", backend="ensemble", precision=target.precision,
+                   versions=versions(ens_name), files=[f"{ens_name}/{f}" for f in ens_files],
+                   status_reason=f"image bytes -> {pre_name} -> {target.name}; top-k via class_count",
+                   extra={"steps": [pre_name, target.name], "classifier": target.name, "classifier_choice": why,
+                          "input": IMAGE_INPUT, "output": logits.name}, **common),
+    ]

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Set up a fresh clone (scripts/setup.sh) and run every check CI runs:
+# ruff, mypy (TensorRT module strict against tensorrt-stubs), then pytest.
+# Extra arguments go to pytest, e.g.  bash scripts/test.sh -m "not slow"
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+# shellcheck disable=SC1091
+source .venv/bin/activate
+echo "== ruff"
+ruff check repo_gen tests benchmarks scripts
+echo "== mypy"
+mypy repo_gen
+echo "== pytest"
+# Tests that need a GPU or TensorRT live in tests/gpu and skip themselves with the reason.
+python -m pytest -q -p no:cacheprovider --timeout=900 "$@"
