@@ -27,6 +27,7 @@ import platform
 import statistics
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -95,13 +96,15 @@ def ceilings(reps: int) -> dict[str, float]:
     b = torch.empty_like(a)
     us, _ = time_graph(lambda i: b.copy_(a), 1, 5, reps)
     copy_gbs = 2 * a.numel() * a.element_size() / (us * 1e-6) / 1e9
-    del a, b
     m = 8192
     x = torch.randn(m, m, device="cuda", dtype=torch.float16)
     y = torch.randn(m, m, device="cuda", dtype=torch.float16)
     us, _ = time_graph(lambda i: torch.mm(x, y), 1, 5, reps)
     mm_tflops = 2 * m**3 / (us * 1e-6) / 1e12
-    return {"copy_gbs": copy_gbs, "fp16_mm_tflops": mm_tflops}
+    # Per-launch floor of this method: a one-element kernel in the same kind of graph.
+    tiny = torch.zeros(1, device="cuda")
+    floor_us, _ = time_graph(lambda i: tiny.add_(1.0), 1, 40, reps)
+    return {"copy_gbs": copy_gbs, "fp16_mm_tflops": mm_tflops, "launch_floor_us": floor_us}
 
 
 def bench_layernorm(lib: KernelLibrary, b: int, n: int, d: int, inner: int, reps: int, ceil: dict) -> dict:
@@ -201,6 +204,7 @@ def bench_attention(lib: KernelLibrary, b: int, n: int, d: int, inner: int, reps
         def attn(q, k, v):
             return torch.softmax((q * scale) @ k.transpose(-1, -2), dim=-1) @ v
 
+        torch._dynamo.reset()  # fresh cache per shape: the recompile limit would otherwise fall back to eager
         compiled = torch.compile(attn, dynamic=False)
         t0 = time.perf_counter()
         compiled(*qkv[0])
@@ -224,7 +228,8 @@ def markdown(meta: dict, ceil: dict, ln_rows: list[dict], at_rows: list[dict]) -
         f"Run {meta['date']} on {meta['device']} ({meta['torch']}), command: `{meta['command']}`",
         "",
         f"Ceilings (same run): copy {ceil['copy_gbs']:.0f} GB/s (read + write), "
-        f"FP16 matmul 8192^3 {ceil['fp16_mm_tflops']:.0f} TFLOP/s.",
+        f"FP16 matmul 8192^3 {ceil['fp16_mm_tflops']:.0f} TFLOP/s; per-launch floor of the method (one-element "
+        f"kernel in the same graph) {ceil['launch_floor_us']:.2f} us.",
         "",
         "LayerNorm (FP16 I/O, FP32 gamma/beta; target at B=64: >= 85% of copy and never slower than F.layer_norm)",
         "",
@@ -270,6 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
 
     lib = KernelLibrary(args.lib)
+    warnings.filterwarnings("ignore", message=".*(kernel not used|runtime disabled|divisible by 8|multiple of 8).*")
     torch.backends.cuda.matmul.allow_tf32 = False
     meta = {
         "date": dt.date.today().isoformat(),
@@ -280,7 +286,8 @@ def main(argv: list[str] | None = None) -> int:
         "inner": args.inner, "reps": args.reps,
     }
     ceil = ceilings(args.reps)
-    print(f"ceilings: copy {ceil['copy_gbs']:.0f} GB/s, fp16 mm {ceil['fp16_mm_tflops']:.0f} TFLOP/s", flush=True)
+    print(f"ceilings: copy {ceil['copy_gbs']:.0f} GB/s, fp16 mm {ceil['fp16_mm_tflops']:.0f} TFLOP/s, "
+          f"launch floor {ceil['launch_floor_us']:.2f} us", flush=True)
     ln_rows, at_rows = [], []
     for b in args.batches:
         for n, d in MOBILEVIT_S:

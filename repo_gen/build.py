@@ -25,6 +25,14 @@ from typing import Any
 import numpy as np
 
 from repo_gen import __version__
+from repo_gen.cache import (
+    StageCache,
+    fp32_stage_inputs,
+    restore_fp32,
+    restore_variants,
+    store_fp32,
+    store_variants,
+)
 from repo_gen.compare import max_relative_error
 from repo_gen.config import BuildConfig, triton_model_name
 from repo_gen.errors import BuildFailure
@@ -91,10 +99,6 @@ def check_onnx(onnx_model: Any, reference: dict[int, tuple]) -> dict[str, float]
 
 
 def build(cfg: BuildConfig, lock_timeout_s: float = 0.0) -> BuildReport:
-    from repo_gen.onnx.export import export_onnx
-    from repo_gen.onnx.passes import cleanup_graph
-    from repo_gen.torch.loader import load_model
-
     report = BuildReport(model=cfg.model, repository=str(cfg.output.absolute()))
     t = report.timings_s
     t_start = time.perf_counter()
@@ -103,49 +107,26 @@ def build(cfg: BuildConfig, lock_timeout_s: float = 0.0) -> BuildReport:
         assert tx.work is not None
         work = tx.work
 
-        with step("load model", t):
-            loaded = load_model(cfg.spec, cfg.weights, cfg.pretrained, cfg.seed)
-        num_classes = int(loaded.module.get_classifier().out_features)
-        report.weights = {
-            "source": loaded.source,
-            "trained": loaded.trained,
-            "checkpoint_sha256": loaded.checkpoint_sha256,
-            "path": loaded.weights_path,
-            "num_classes": num_classes,
-        }
-        if not loaded.trained:
-            report.notes.append(f"UNTRAINED: {cfg.model} has random weights (seed {cfg.seed}); predictions are meaningless")
-
+        # Stage cache (repo_gen.cache): same weights, model, options and tools -> reuse the checked
+        # FP32 ONNX file instead of loading PyTorch, exporting and checking again.
         batches = sorted({*CHECK_BATCHES, cfg.max_batch})
-        with step("export onnx", t):
-            raw = export_onnx(loaded.module, work / "raw.onnx", cfg.image_size, cfg.opset)
-        with step("check export", t):
-            reference = torch_reference(loaded.module, cfg.image_size, batches, cfg.seed)
-            raw_err = check_onnx(raw, reference)
-        with step("cleanup graph", t):
-            clean = cleanup_graph(raw)
-            fp32_path = work / "fp32.onnx"
-            import onnx
-
-            onnx.save(clean, str(fp32_path))
-        with step("check cleaned graph", t):
-            clean_err = check_onnx(clean, reference)
-        report.export_check = {
-            "tolerance": cfg.export_tolerance,
-            "metric": "max|onnx - torch| / max|torch| per batch (inputs uniform [0,1))",
-            "raw": raw_err,
-            "cleaned": clean_err,
-            "nodes_raw": len(raw.graph.node),
-            "nodes_cleaned": len(clean.graph.node),
-        }
-        worst = max([*raw_err.values(), *clean_err.values()])
+        fp32_path = work / "fp32.onnx"
+        cache = StageCache.for_config(cfg)
+        fp32_key = cache.key("fp32", fp32_stage_inputs(cfg, batches))
+        num_classes = restore_fp32(cache, fp32_key, fp32_path, cfg, report)
+        if num_classes is None:
+            t_stage = time.perf_counter()
+            num_classes = fp32_stage(cfg, work, batches, t, report)
+            store_fp32(cache, fp32_key, fp32_path, report, time.perf_counter() - t_stage)
+        ec = report.export_check
+        worst = max([*ec["raw"].values(), *ec["cleaned"].values()])
         if worst > cfg.export_tolerance:
             raise BuildFailure(
                 f"ONNX export of {cfg.model} differs from PyTorch: max relative error {worst:.2e} > "
-                f"{cfg.export_tolerance:.0e} (per batch: raw {raw_err}, cleaned {clean_err})"
+                f"{cfg.export_tolerance:.0e} (per batch: raw {ec['raw']}, cleaned {ec['cleaned']})"
             )
 
-        variants = make_variants(cfg, loaded, fp32_path, work, t)
+        variants = make_variants(cfg, None, fp32_path, work, t, cache=cache, fp32_key=fp32_key, report=report)
         labels = labels_for(num_classes)
         write_variants(cfg, tx, variants, labels, num_classes, report)
 
@@ -167,6 +148,7 @@ def build(cfg: BuildConfig, lock_timeout_s: float = 0.0) -> BuildReport:
             "variants": report.variants,
             "timings_s": t,
             "notes": report.notes,
+            "cache": cache.summary(),
         }
         with step("commit", t):
             tx.commit(record)
@@ -174,18 +156,79 @@ def build(cfg: BuildConfig, lock_timeout_s: float = 0.0) -> BuildReport:
     return report
 
 
-def make_variants(cfg: BuildConfig, loaded: Any, fp32_path: Path, work: Path, timings: dict) -> list[PrecisionVariant]:
-    """FP32 always exists; FP16/INT8 come from the precision stage when requested."""
+def fp32_stage(cfg: BuildConfig, work: Path, batches: list[int], t: dict, report: BuildReport) -> int:
+    """Load the model, export it, check it against PyTorch, clean the graph up and check again.
+
+    Writes `work/fp32.onnx`, fills `report.weights` / `report.export_check` / notes and returns the
+    number of classes. The caller applies the export tolerance (to fresh and cached results alike).
+    """
+    from repo_gen.onnx.export import export_onnx
+    from repo_gen.onnx.passes import cleanup_graph
+    from repo_gen.torch.loader import load_model
+
+    assert cfg.image_size is not None
+    with step("load model", t):
+        loaded = load_model(cfg.spec, cfg.weights, cfg.pretrained, cfg.seed)
+    num_classes = int(loaded.module.get_classifier().out_features)
+    report.weights = {
+        "source": loaded.source,
+        "trained": loaded.trained,
+        "checkpoint_sha256": loaded.checkpoint_sha256,
+        "path": loaded.weights_path,
+        "num_classes": num_classes,
+    }
+    if not loaded.trained:
+        report.notes.append(f"UNTRAINED: {cfg.model} has random weights (seed {cfg.seed}); predictions are meaningless")
+
+    with step("export onnx", t):
+        raw = export_onnx(loaded.module, work / "raw.onnx", cfg.image_size, cfg.opset)
+    with step("check export", t):
+        reference = torch_reference(loaded.module, cfg.image_size, batches, cfg.seed)
+        raw_err = check_onnx(raw, reference)
+    with step("cleanup graph", t):
+        clean = cleanup_graph(raw)
+        fp32_path = work / "fp32.onnx"
+        import onnx
+
+        onnx.save(clean, str(fp32_path))
+    with step("check cleaned graph", t):
+        clean_err = check_onnx(clean, reference)
+    report.export_check = {
+        "tolerance": cfg.export_tolerance,
+        "metric": "max|onnx - torch| / max|torch| per batch (inputs uniform [0,1))",
+        "raw": raw_err,
+        "cleaned": clean_err,
+        "nodes_raw": len(raw.graph.node),
+        "nodes_cleaned": len(clean.graph.node),
+    }
+    return num_classes
+
+
+def make_variants(cfg: BuildConfig, loaded: Any, fp32_path: Path, work: Path, timings: dict,
+                  cache: StageCache | None = None, fp32_key: str | None = None,
+                  report: BuildReport | None = None) -> list[PrecisionVariant]:
+    """FP32 always exists; FP16/INT8 come from the precision stage when requested.
+
+    With a `cache` (and the FP32 stage's key), each FP16/INT8 variant keyed by its own options is
+    restored from the stage cache when present, and stored there when made.
+    """
     variants = []
     if "fp32" in cfg.precisions:
         variants.append(PrecisionVariant("fp32", fp32_path, fp32_path, "fp32", {}, "ready"))
     others = [p for p in cfg.precisions if p != "fp32"]
-    if others:
+    cache = cache or StageCache(enabled=False)
+    cached = restore_variants(cache, fp32_key, cfg, others, work, report)
+    todo = [p for p in others if p not in cached]
+    made: dict[str, PrecisionVariant] = {}
+    if todo:
         try:
             from repo_gen.precision.stage import make_precision_variants
         except ImportError as e:
-            raise BuildFailure(f"precisions {others} are not available in this build of repo-gen ({e})") from e
-        variants += make_precision_variants(cfg, fp32_path, work, timings, others)
+            raise BuildFailure(f"precisions {todo} are not available in this build of repo-gen ({e})") from e
+        t0 = time.perf_counter()
+        made = {v.precision: v for v in make_precision_variants(cfg, fp32_path, work, timings, todo)}
+        store_variants(cache, fp32_key, cfg, list(made.values()), time.perf_counter() - t0)
+    variants += [cached[p] if p in cached else made[p] for p in others if p in cached or p in made]
     return variants
 
 

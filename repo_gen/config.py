@@ -47,6 +47,33 @@ def parse_csv(value: str | list[str] | tuple[str, ...] | None, allowed: tuple[st
     return tuple(dict.fromkeys(items))
 
 
+def _check_image_dir(flag: str, path: Path) -> None:
+    """Fail before any work (not after minutes of export) when a data folder holds no decodable image.
+
+    Decodes files only until the first one succeeds, so a good folder costs one decode.
+    """
+    from repo_gen.data.images import list_images
+    from repo_gen.data.preprocess import ImageError, decode_image
+
+    files = list_images(path)
+    if not files:
+        raise UserError(
+            f"{flag} {path}: no image files (.jpg/.jpeg/.png/.webp, searched recursively); "
+            f"put images there or leave {flag} out to use the built-in photos"
+        )
+    first_error = ""
+    for f in files:
+        try:
+            decode_image(f.read_bytes())
+            return
+        except (ImageError, OSError) as e:
+            first_error = first_error or f"{f.name}: {e}"
+    raise UserError(
+        f"{flag} {path}: none of the {len(files)} image files could be decoded (e.g. {first_error}); "
+        "pass readable JPEG/PNG/WebP images"
+    )
+
+
 @dataclass
 class BuildConfig:
     """Everything `repo-gen build` needs.
@@ -65,6 +92,8 @@ class BuildConfig:
         version: Triton model version directory to write.
         instance_count: instances per model in `instance_group`.
         max_queue_delay_us: dynamic batcher queue delay.
+        use_cache: reuse stage artifacts from the content-hash stage cache (`repo_gen.cache`);
+            False (`--no-cache`) runs every stage and stores nothing.
     """
 
     model: str = "mobilevit_s"
@@ -97,6 +126,7 @@ class BuildConfig:
     builder_opt_level: int = 3
     version_compatible: bool = False
     timing_cache: Path | None = None
+    use_cache: bool = True
     extra: dict = field(default_factory=dict)
 
     spec: ModelSpec = field(init=False, repr=False)
@@ -145,6 +175,8 @@ class BuildConfig:
         for flag, path in (("--calib-dir", self.calib_dir), ("--eval-dir", self.eval_dir)):
             if path is not None and not Path(path).is_dir():
                 raise UserError(f"{flag} {path}: not a directory; pass a folder of images")
+            if path is not None:
+                _check_image_dir(flag, Path(path))
         if self.calib_dir is not None:
             self.calib_dir = Path(self.calib_dir)
         if self.eval_dir is not None:

@@ -23,6 +23,14 @@ constexpr float kLog2e = 1.4426950408889634F;
 constexpr int32_t kWarps = 4;
 constexpr int32_t kThreads = kWarps * 32;
 constexpr int32_t kRows = 64; // shared-memory rows per Q/K/V buffer (= 16 * kWarps)
+// CTAs per SM asked of ptxas for single-tile kernels (N <= 64): 6 caps kHd <= 32 at 80 registers
+// without spills, 5 keeps kHd = 48 spill-free (6 spilled 64 bytes); kHd = 64 is left uncapped.
+template <int32_t kHd, int32_t kStages>
+constexpr int32_t minBlocks()
+{
+    return kStages != 1 ? 1 : (kHd <= 32 ? 6 : (kHd == 48 ? 5 : 1));
+}
+ // CTAs per SM asked of ptxas for single-tile kernels
 
 struct GroupPointers
 {
@@ -118,8 +126,10 @@ __device__ __forceinline__ void loadTile(__half* smem, GroupPointers const* grou
     }
 }
 
-template <int32_t kHd, int32_t kWpg, int32_t kVec>
-__global__ void __launch_bounds__(kThreads) attentionF16Kernel(AttentionParams<__half> p, float scaleLog2,
+// kStages = 1 when the whole sequence is one key tile (N <= 16 * kWpg): no second K/V buffer, so
+// less shared memory and more CTAs per SM; 2 = K/V tiles double-buffered.
+template <int32_t kHd, int32_t kWpg, int32_t kVec, int32_t kStages>
+__global__ void __launch_bounds__(kThreads, minBlocks<kHd, kStages>()) attentionF16Kernel(AttentionParams<__half> p, float scaleLog2,
     int32_t qBlocks, int32_t totalItems)
 {
     constexpr int32_t kGroups = kWarps / kWpg;
@@ -131,8 +141,8 @@ __global__ void __launch_bounds__(kThreads) attentionF16Kernel(AttentionParams<_
     constexpr int32_t kOTiles = kHd / 8;  // n-tiles of O
 
     __shared__ __align__(16) __half sQ[kRows * kLds];
-    __shared__ __align__(16) __half sK[2][kRows * kLds];
-    __shared__ __align__(16) __half sV[2][kRows * kLds];
+    __shared__ __align__(16) __half sK[kStages][kRows * kLds];
+    __shared__ __align__(16) __half sV[kStages][kRows * kLds];
     __shared__ GroupPointers sGroups[kGroups];
 
     int32_t const warp = threadIdx.x / 32;
@@ -179,17 +189,22 @@ __global__ void __launch_bounds__(kThreads) attentionF16Kernel(AttentionParams<_
 
     for (int32_t tile = 0; tile < nTiles; ++tile)
     {
-        int32_t const buf = tile & 1;
-        if (tile + 1 < nTiles)
+        int32_t const buf = tile & (kStages - 1);
+        bool prefetched = false;
+        if constexpr (kStages == 2)
         {
-            loadTile<kHd, kLds, kVec, kTile>(
-                sK[buf ^ 1], sGroups, 1, tile + 1, p.kStride.token, p.seqLen, p.headDim);
-            loadTile<kHd, kLds, kVec, kTile>(
-                sV[buf ^ 1], sGroups, 2, tile + 1, p.vStride.token, p.seqLen, p.headDim);
-            cpAsyncCommit();
-            cpAsyncWait<1>();
+            if (tile + 1 < nTiles)
+            {
+                loadTile<kHd, kLds, kVec, kTile>(
+                    sK[buf ^ 1], sGroups, 1, tile + 1, p.kStride.token, p.seqLen, p.headDim);
+                loadTile<kHd, kLds, kVec, kTile>(
+                    sV[buf ^ 1], sGroups, 2, tile + 1, p.vStride.token, p.seqLen, p.headDim);
+                cpAsyncCommit();
+                cpAsyncWait<1>();
+                prefetched = true;
+            }
         }
-        else
+        if (!prefetched)
         {
             cpAsyncWait<0>();
         }
@@ -479,7 +494,7 @@ int32_t f16VectorWidth(AttentionParams<__half> const& p)
     return 1;
 }
 
-template <int32_t kHd, int32_t kWpg, int32_t kVec>
+template <int32_t kHd, int32_t kWpg, int32_t kVec, int32_t kStages>
 cudaError_t launchF16(AttentionParams<__half> const& p, cudaStream_t stream)
 {
     constexpr int32_t kGroups = kWarps / kWpg;
@@ -488,35 +503,40 @@ cudaError_t launchF16(AttentionParams<__half> const& p, cudaStream_t stream)
     int64_t const items = static_cast<int64_t>(p.batch) * p.heads * qBlocks;
     int64_t const blocks = (items + kGroups - 1) / kGroups;
     MVT_CHECK_ARG(items <= 0x7fffffffLL, cudaErrorInvalidValue);
-    attentionF16Kernel<kHd, kWpg, kVec><<<static_cast<uint32_t>(blocks), kThreads, 0, stream>>>(
+    attentionF16Kernel<kHd, kWpg, kVec, kStages><<<static_cast<uint32_t>(blocks), kThreads, 0, stream>>>(
         p, p.scale * kLog2e, qBlocks, static_cast<int32_t>(items));
     return lastLaunchStatus();
 }
 
-template <int32_t kHd, int32_t kWpg>
+template <int32_t kHd, int32_t kWpg, int32_t kStages>
 cudaError_t dispatchVec(int32_t vec, AttentionParams<__half> const& p, cudaStream_t stream)
 {
     switch (vec)
     {
-    case 8: return launchF16<kHd, kWpg, 8>(p, stream);
-    case 4: return launchF16<kHd, kWpg, 4>(p, stream);
-    case 2: return launchF16<kHd, kWpg, 2>(p, stream);
-    default: return launchF16<kHd, kWpg, 1>(p, stream);
+    case 8: return launchF16<kHd, kWpg, 8, kStages>(p, stream);
+    case 4: return launchF16<kHd, kWpg, 4, kStages>(p, stream);
+    case 2: return launchF16<kHd, kWpg, 2, kStages>(p, stream);
+    default: return launchF16<kHd, kWpg, 1, kStages>(p, stream);
     }
 }
 
 template <int32_t kHd>
 cudaError_t dispatchWpg(int32_t vec, AttentionParams<__half> const& p, cudaStream_t stream)
 {
+    // Short sequences: one key tile, groups sized to the sequence (several pairs per CTA).
     if (p.seqLen <= 16)
     {
-        return dispatchVec<kHd, 1>(vec, p, stream);
+        return dispatchVec<kHd, 1, 1>(vec, p, stream);
     }
     if (p.seqLen <= 32)
     {
-        return dispatchVec<kHd, 2>(vec, p, stream);
+        return dispatchVec<kHd, 2, 1>(vec, p, stream);
     }
-    return dispatchVec<kHd, 4>(vec, p, stream);
+    if (p.seqLen <= 64)
+    {
+        return dispatchVec<kHd, 4, 1>(vec, p, stream);
+    }
+    return dispatchVec<kHd, 4, 2>(vec, p, stream);
 }
 
 template <int32_t kHd>

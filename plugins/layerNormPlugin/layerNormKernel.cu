@@ -214,6 +214,28 @@ __global__ void __launch_bounds__(kThreads) layerNormScalarKernel(T const* __res
     }
 }
 
+// Multiprocessor count of the current device, read once per device.
+int32_t multiProcessorCount()
+{
+    constexpr int32_t kMaxDevices = 64;
+    static int32_t cache[kMaxDevices] = {};
+    int32_t device = 0;
+    if (cudaGetDevice(&device) != cudaSuccess || device < 0 || device >= kMaxDevices)
+    {
+        return 132;
+    }
+    if (cache[device] == 0)
+    {
+        int32_t count = 0;
+        if (cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device) != cudaSuccess || count <= 0)
+        {
+            return 132;
+        }
+        cache[device] = count;
+    }
+    return cache[device];
+}
+
 template <typename T, int32_t kTpr, int32_t kNv>
 cudaError_t launchVec(T const* x, float const* gamma, float const* beta, T* y, int64_t rows, int32_t d, float eps,
     cudaStream_t stream)
@@ -269,18 +291,24 @@ cudaError_t launchLayerNorm(T const* x, float const* gamma, float const* beta, T
             <<<static_cast<uint32_t>(blocks), kThreads, 0, stream>>>(x, gamma, beta, y, rows, d, epsilon);
         return lastLaunchStatus();
     }
-    // Smallest group of threads per row that keeps at most 8 vectors in each thread's registers:
-    // small groups put more rows (independent loads) in flight; MobileViT's widths land on 4 or 8.
+    // Threads per row: the smallest group that keeps at most 8 vectors per thread (more rows, hence
+    // more independent loads, in flight per SM), widened while that would leave fewer than two
+    // blocks per SM so small inputs still spread over the whole chip.
     int32_t const nVec = d / kV;
-    if (nVec <= 4 * 8)
+    int64_t const minBlocks = 2 * static_cast<int64_t>(multiProcessorCount());
+    int32_t tpr = 4;
+    while (tpr < 32 && (nVec > 8 * tpr || (rows + kThreads / tpr - 1) / (kThreads / tpr) < minBlocks))
     {
-        return dispatchNv<T, 4>((nVec + 3) / 4, x, gamma, beta, y, rows, d, epsilon, stream);
+        tpr *= 2;
     }
-    if (nVec <= 8 * 8)
+    int32_t const nv = (nVec + tpr - 1) / tpr;
+    switch (tpr)
     {
-        return dispatchNv<T, 8>((nVec + 7) / 8, x, gamma, beta, y, rows, d, epsilon, stream);
+    case 4: return dispatchNv<T, 4>(nv, x, gamma, beta, y, rows, d, epsilon, stream);
+    case 8: return dispatchNv<T, 8>(nv, x, gamma, beta, y, rows, d, epsilon, stream);
+    case 16: return dispatchNv<T, 16>(nv, x, gamma, beta, y, rows, d, epsilon, stream);
+    default: return dispatchNv<T, 32>(nv, x, gamma, beta, y, rows, d, epsilon, stream);
     }
-    return dispatchNv<T, 32>((nVec + 31) / 32, x, gamma, beta, y, rows, d, epsilon, stream);
 }
 
 template cudaError_t launchLayerNorm<float>(

@@ -42,6 +42,8 @@ def add_parser(sub) -> None:
     o.add_argument("--opset", type=int, default=17, help="ONNX opset (>= 17)")
     o.add_argument("--lock-timeout", type=float, default=0.0, metavar="S", help="wait this long for another build on the same repository")
     o.add_argument("--json", action="store_true", help="print the build report as JSON on stdout")
+    o.add_argument("--no-cache", dest="use_cache", action="store_false",
+                   help="run every stage even when the stage cache holds its result (and store nothing)")
 
     q = p.add_argument_group("precision (FP16 / INT8)")
     q.add_argument("--io-dtype", default="fp32", choices=["fp32", "fp16"], help="dtype of input/output tensors of FP16/INT8 variants")
@@ -98,6 +100,7 @@ def run(args: argparse.Namespace) -> int:
         builder_opt_level=args.builder_opt_level,
         version_compatible=args.version_compatible,
         timing_cache=args.timing_cache,
+        use_cache=args.use_cache,
     )
     report = build(cfg, lock_timeout_s=args.lock_timeout)
     if args.json:

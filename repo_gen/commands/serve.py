@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import time
 from pathlib import Path
 
@@ -46,6 +47,14 @@ def run(args: argparse.Namespace) -> int:
             logger.warning(f"not serving {c.name}: {c.reason}")
     if not serve:
         raise UserError(f"--model-repository {repo}: this tritonserver can serve none of its models (backends here: {', '.join(inst.backends)})")
+    left_out = [c for c in choices if not c.serve]
+    if args.model_control == "poll" and left_out:
+        # Poll mode loads every model directory and cannot skip any: the server would exit at start.
+        raise UserError(
+            f"--model-control poll: Triton loads every model of {repo} in poll mode, and this server cannot serve "
+            + "; ".join(f"{c.name} ({c.reason})" for c in left_out)
+            + "; use --model-control explicit, or build only servable runtimes (e.g. --runtimes py) into their own --output"
+        )
     extra: list[str] = []
     try:
         from repo_gen.trt.serve import tritonserver_args
@@ -62,7 +71,17 @@ def run(args: argparse.Namespace) -> int:
         extra_args=extra,
         install=inst,
     )
-    server.start(timeout_s=args.timeout)
+
+    def _terminate(signum, frame):  # noqa: ARG001 - `docker stop` / systemd send SIGTERM: stop tritonserver too
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGHUP, _terminate)
+    try:
+        server.start(timeout_s=args.timeout)
+    except BaseException:
+        server.stop()  # interrupted or failed while starting: never leave tritonserver running behind us
+        raise
     console.print(f"serving {len(serve)} model(s): {', '.join(serve)}")
     console.print(f"HTTP    http://{args.host}:{args.http_port}/v2/health/ready\n"
                   f"gRPC    {args.host}:{args.grpc_port}\nmetrics http://{args.host}:{args.metrics_port}/metrics")

@@ -113,14 +113,15 @@ def load_eval(eval_dir: Path | None, data: DataConfig, count: int, num_classes: 
         from repo_gen.labels import imagenet_synsets
 
         synsets = imagenet_synsets()
-    index = {d.name: _class_index(d.name, num_classes, synsets) for d in subdirs}
-    bad = [n for n, i in index.items() if i is None]
+    found = {d.name: _class_index(d.name, num_classes, synsets) for d in subdirs}
+    bad = [n for n, i in found.items() if i is None]
     if bad:
         want = "ImageNet synsets (n01443537) or class indices 0..999" if num_classes == 1000 else f"class indices 0..{num_classes - 1}"
         raise UserError(
             f"--eval-dir {eval_dir}: class folders {', '.join(bad[:5])}{' ...' if len(bad) > 5 else ''} do not match "
             f"the model's {num_classes} labels; name them by {want}"
         )
+    index = {n: i for n, i in found.items() if i is not None}
     # Round-robin over classes, so a small --eval-count still covers every class.
     per_class = {d.name: list_images(d) for d in subdirs}
     picked: list[tuple[Path, int]] = []

@@ -24,9 +24,14 @@ _INTERP = {
     "lanczos": Image.Resampling.LANCZOS,
 }
 
-# Decompression-bomb bound: images above this many pixels are rejected instead of decoded.
-# 10000 x 10000 RGB would need 300 MB decoded; this bound (about 40 MP) keeps one decoded image
-# under about 120 MB; larger JPEGs are decoded with draft() at reduced scale first (see decode).
+# Memory bound: no image is ever decoded to more than MAX_PIXELS pixels (40 MP: at most 160 MB
+# for RGBA, 120 MB for RGB, before the conversions and the resize, which are smaller than that).
+# The pixel count is read from the header, before any decoding:
+#   * JPEGs above DRAFT_PIXELS are decoded at a reduced DCT scale (Pillow's draft, 1/2 .. 1/8),
+#     keeping at least 1024 px per side when below MAX_PIXELS and taking 1/8 above it; a
+#     10,000 x 10,000 JPEG is thus decoded to 1250 x 1250 (4.7 MB). Pillow's own bomb check
+#     (Image.open) still rejects anything above 2 x Image.MAX_IMAGE_PIXELS (about 179 MP).
+#   * any other format above MAX_PIXELS is rejected without decoding a single pixel.
 MAX_PIXELS = 40_000_000
 DRAFT_PIXELS = 4 * 1024 * 1024
 
@@ -50,15 +55,18 @@ def decode_image(data: bytes) -> Image.Image:
         w, h = img.size
         if img.format == "JPEG" and w * h > DRAFT_PIXELS:
             img.draft("RGB", (max(1, w // 8), max(1, h // 8)) if w * h > MAX_PIXELS else (1024, 1024))
-        elif w * h > MAX_PIXELS:
-            raise ImageError(f"image is {w}x{h} pixels, above the {MAX_PIXELS} pixel limit")
+        dw, dh = img.size  # after draft: the size that will actually be decoded
+        if dw * dh > MAX_PIXELS:
+            raise ImageError(f"image is {w}x{h} pixels, above the {MAX_PIXELS:,} pixel limit; downscale it first")
         img.load()
     except ImageError:
         raise
+    except Image.UnidentifiedImageError as e:
+        raise ImageError("not an image Pillow can read (JPEG, PNG, WebP, BMP, GIF, TIFF, ...)") from e
     except Image.DecompressionBombError as e:
         raise ImageError(f"image too large: {e}") from e
     except Exception as e:  # PIL raises many types for bad data
-        raise ImageError(f"cannot decode image: {type(e).__name__}: {e}") from e
+        raise ImageError(f"cannot decode image ({type(e).__name__}: {e}); the file is corrupt or truncated") from e
     return to_rgb(img)
 
 

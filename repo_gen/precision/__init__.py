@@ -21,6 +21,10 @@ class PrecisionVariant:
         fidelity: comparison with FP32 on the evaluation set (see `repo_gen.compare.fidelity`).
         status: "ready" or "inaccurate" (missed its tolerance).
         report: free-form details of how the variant was made (search steps, kept nodes, timings).
+            From `repo_gen.precision.stage`: "table_md" (the build's markdown fidelity table, the
+            same in every variant of one build, for the repository README and the console),
+            "rows" (this variant's table rows), "fp32_row", "search" (every greedy step),
+            "data" (calibration/evaluation sources, skipped files), "tolerance".
     """
 
     precision: str

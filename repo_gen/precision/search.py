@@ -4,7 +4,10 @@ The TensorRT Hackathon 2022 MobileViT team did this by hand; Polygraphy's `debug
 bisects. Here: start with nothing kept; while the tolerance is not met, try each remaining
 candidate group kept in higher precision on top of the current set, keep the one that lowers
 the error most, and stop when the tolerance is met, no group lowers the error by at least
-`min_gain` (relative), or `max_steps` is reached. After the first round, only groups that
+`min_gain` (relative), or `max_steps` is reached. Before the first round, one evaluation with
+every candidate kept shows whether the tolerance is reachable at all; if it is not, the search
+stops there ("unreachable", nothing kept: a partial fallback that cannot meet the tolerance
+would cost speed and buy no verdict). After the first round, only groups that
 lowered the error at all stay candidates (a group that did not help alone rarely helps later),
 which bounds the cost to about G + k * G' evaluations. Every evaluation is recorded.
 """
@@ -55,12 +58,19 @@ def greedy_search(
     remaining = dict(candidates)
     stop = "tolerance met"
     step = 0
-    while not meets(metrics):
+    if not meets(metrics) and candidates:
+        # One evaluation bounds what any subset can do: with every candidate kept in higher
+        # precision. If even that misses the tolerance, the search is skipped.
+        everything = evaluate(nodes | {n for g in candidates.values() for n in g})
+        n_eval += 1
+        steps[0]["all_candidates_error"] = error(everything)
+        if not meets(everything):
+            stop = (f"unreachable: even with all {len(candidates)} candidate groups in higher precision the error "
+                    f"is {error(everything):.3e} (baseline {error(metrics):.3e})")
+            remaining = {}
+    while not meets(metrics) and remaining:
         if step >= max_steps:
             stop = f"max steps ({max_steps}) reached"
-            break
-        if not remaining:
-            stop = "no candidates left"
             break
         step += 1
         cur = error(metrics)
@@ -84,5 +94,7 @@ def greedy_search(
         steps.append({"step": step, "kept": list(kept), "error": tried[best], "metrics": metrics, "tried": tried,
                       "chosen": best})
         logger.info(f"{label}: step {step} keeps {best} -> error {tried[best]:.3e}")
+    if not meets(metrics) and not remaining and stop == "tolerance met":
+        stop = "no candidates left"
     return SearchResult(kept, sorted(nodes), metrics, meets(metrics), stop, steps, n_eval,
                         round(time.perf_counter() - t0, 2))

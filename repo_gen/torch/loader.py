@@ -51,18 +51,27 @@ def _import_torch():
 
 def read_state_dict(path: Path) -> dict[str, Any]:
     """Return the tensor dict stored in `path`, unwrapping the usual nesting keys."""
+    kind = _file_kind(path)
+    if kind != "checkpoint":
+        raise UserError(f"--weights {path}: {kind}; pass a .pth/.pt checkpoint saved with torch.save")
+    damage = _zip_damage(path)
+    if damage:
+        raise UserError(
+            f"--weights {path}: the checkpoint is corrupt or truncated ({damage}); "
+            "pass an uncorrupted .pth/.pt file saved with torch.save (copy it again and compare its sha256)"
+        )
     torch, _ = _import_torch()
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except (zipfile.BadZipFile, EOFError, RuntimeError) as e:
         raise UserError(
-            f"--weights {path}: cannot read it as a PyTorch checkpoint ({_first_line(e)}); "
-            "pass an uncorrupted .pth/.pt file saved with torch.save"
+            f"--weights {path}: cannot read it as a PyTorch checkpoint, it is probably truncated or corrupt "
+            f"({_first_line(e)}); pass an uncorrupted .pth/.pt file saved with torch.save"
         ) from e
     except Exception as e:  # pickle.UnpicklingError and friends: weights_only refused it
         raise UserError(
-            f"--weights {path}: not loadable with weights_only=True ({_first_line(e)}); "
-            "pass a checkpoint that holds only tensors (re-save it with torch.save(model.state_dict()))"
+            f"--weights {path}: refused by the safe loader (weights_only=True: {_refusal_reason(e)}); it holds "
+            "objects, not only tensors, and is not executed; re-save it with torch.save(model.state_dict())"
         ) from e
     if isinstance(obj, dict):
         for key in _NESTED_KEYS:
@@ -79,6 +88,55 @@ def read_state_dict(path: Path) -> dict[str, Any]:
     if all(k.startswith("module.") for k in obj):
         obj = {k[len("module.") :]: v for k, v in obj.items()}
     return obj
+
+
+def _file_kind(path: Path) -> str:
+    """"checkpoint" for a torch.save zip archive or a legacy pickle, else what the file is instead."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError as e:
+        return f"cannot be read ({e.strerror})"
+    if not head:
+        return "is empty (0 bytes)"
+    if head.startswith(b"PK") or head[:1] == b"\x80":  # zip archive (torch >= 1.6) or pickle protocol 2+
+        return "checkpoint"
+    return "is not a PyTorch checkpoint (neither a torch.save zip archive nor a pickle)"
+
+
+def _zip_damage(path: Path) -> str | None:
+    """Check the CRC-32 of every record of a torch.save zip archive; None when sound (or not a zip).
+
+    torch.load does not verify these checksums: damaged tensor bytes would load silently and
+    become a model that serves garbage. Records saved without a CRC (torch's
+    `set_crc32_options(False)`) are skipped.
+    """
+    with open(path, "rb") as f:
+        if f.read(2) != b"PK":
+            return None  # legacy (pickle) format: no checksums to verify
+    if not zipfile.is_zipfile(path):
+        return "not a readable zip archive: its end is missing or damaged"
+    try:
+        with zipfile.ZipFile(path) as z:
+            for info in z.infolist():
+                if info.CRC == 0 and info.file_size:
+                    continue
+                with z.open(info) as f:
+                    while f.read(1 << 22):
+                        pass
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:
+        return f"{_first_line(e)}"
+    return None
+
+
+def _refusal_reason(e: BaseException) -> str:
+    # torch's message starts with advice to retry with weights_only=False, which would execute the
+    # file: keep only the line that says what was refused.
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    for ln in lines:
+        if "unsupported global" in ln.lower() or ln.startswith("Unsupported"):
+            return ln[:200]
+    return type(e).__name__
 
 
 def _looks_like_state_dict(d: dict) -> bool:
@@ -106,8 +164,8 @@ def load_model(
         seed: random-init seed, used when neither weights nor pretrained is given.
         num_classes: classifier width; None resolves to the spec's (1000 for ImageNet).
     """
+    state = read_state_dict(weights) if weights is not None else None  # a bad file fails before torch imports
     torch, timm = _import_torch()
-    state = read_state_dict(weights) if weights is not None else None
     if num_classes is None and state is not None and "head.fc.weight" in state:
         # A fine-tuned checkpoint decides the classifier width (e.g. the 10-class digits fixture).
         num_classes = int(state["head.fc.weight"].shape[0])

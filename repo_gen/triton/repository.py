@@ -201,6 +201,18 @@ class RepositoryTransaction:
                 shutil.rmtree(self.staging, ignore_errors=True)
         finally:
             self._stack.close()
+        # A full or read-only disk mid-build is the environment, not a repo-gen bug: one line, no traceback.
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise BuildFailure(
+                f"--output {self.repo}: no space left on the device of {self.repo.parent} while writing "
+                f"{exc.filename or 'a staged file'}; nothing was changed; free space there or choose another --output"
+            ) from exc
+        ours = isinstance(exc, OSError) and str(exc.filename or "").startswith(str(self.repo.parent))
+        if ours and exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+            raise UserError(
+                f"--output {self.repo}: cannot write {exc.filename or 'a staged file'} ({exc.strerror}); "
+                "nothing was changed; choose a writable --output or fix its permissions"
+            ) from exc
 
     def _remove_stale_staging(self, parent: Path) -> None:
         # We hold the lock, so any staging directory for this repository is from a killed build.
@@ -232,7 +244,10 @@ class RepositoryTransaction:
             if self.keep_versions and old.is_dir() and name in self.manifest["models"]:
                 for v in old.iterdir():
                     if v.is_dir() and v.name.isdigit():
-                        shutil.copytree(v, d / v.name, copy_function=_link_or_copy)
+                        # __pycache__: written by the python backend's stub when it imports model.py
+                        # (its embedded interpreter ignores PYTHONDONTWRITEBYTECODE); not ours to carry.
+                        shutil.copytree(v, d / v.name, copy_function=_link_or_copy,
+                                        ignore=shutil.ignore_patterns("__pycache__"))
         return d
 
     def add(self, entry: ModelEntry) -> None:
@@ -302,3 +317,18 @@ def _fix_permissions(root: Path) -> None:
             p = os.path.join(dirpath, f)
             mode = 0o755 if f.endswith(".sh") else 0o644
             os.chmod(p, mode)
+
+
+@contextlib.contextmanager
+def locked_manifest(repo: Path, lock_timeout_s: float = 60.0) -> Iterator[dict[str, Any]]:
+    """Hold the repository lock (the one builds take) and yield the manifest to edit in place.
+
+    On a clean exit the manifest is written back atomically (`write_json_atomic`); on an
+    exception it is left as it was. For small in-place edits after a build (e.g. `repo-gen tune`
+    recording a tuned config); builds use `RepositoryTransaction`.
+    """
+    repo = Path(repo).absolute()
+    with _lock_dir(repo.parent, lock_timeout_s):
+        manifest = read_manifest(repo)
+        yield manifest
+        write_json_atomic(repo / MANIFEST_NAME, manifest)

@@ -29,7 +29,6 @@ from repo_gen.log import logger
 from repo_gen.trt.profile import ProfileShapes
 
 if TYPE_CHECKING:
-    import numpy as np
     import numpy.typing as npt
     import tensorrt as trt
 
@@ -386,6 +385,11 @@ class EngineRunner:
                 elems *= max(int(d), 1)
             self._ptr[name] = self.cuda.malloc(elems * self._dtype[name].itemsize)
             self.context.set_tensor_address(name, self._ptr[name])
+
+    @property
+    def input_dtype(self) -> Any:
+        """numpy dtype of the first input tensor."""
+        return self._dtype[self.inputs[0]]
 
     def close(self) -> None:
         self.cuda.close()

@@ -21,7 +21,7 @@ from repo_gen.errors import BuildFailure, MissingDependency
 # CUdevice_attribute values (cuda.h); stable since CUDA 5.
 _CC_MAJOR = 75
 _CC_MINOR = 76
-_HTOD_TIMEOUT_S = 20
+_SMI_TIMEOUT_S = 20
 
 
 @dataclass(frozen=True)
@@ -33,7 +33,7 @@ class GpuInfo:
     driver: str | None = None
 
 
-def gpus_from_nvidia_smi(timeout_s: float = _HTOD_TIMEOUT_S) -> list[GpuInfo] | None:
+def gpus_from_nvidia_smi(timeout_s: float = _SMI_TIMEOUT_S) -> list[GpuInfo] | None:
     """GPUs as nvidia-smi lists them; None when nvidia-smi is absent or fails."""
     exe = shutil.which("nvidia-smi")
     if exe is None:

@@ -1,0 +1,47 @@
+"""The fidelity report: one markdown table for the repository README and the console."""
+
+from __future__ import annotations
+
+
+def _f(v, fmt: str) -> str:
+    return "-" if v is None else format(v, fmt)
+
+
+def _acc(a: dict | None) -> tuple[str, str]:
+    if not a:
+        return "-", "-"
+    return f"{a['top1']:.2f}", f"{a['top5']:.2f}"
+
+
+def table_rows(variant_rows: list[dict]) -> str:
+    """Markdown table from rows {variant, graph, fidelity, accuracy, kept, status}."""
+    head = ("| variant | graph (run by) | cosine mean / min | rel L2 | max abs | top-1 agree | top-5 agree "
+            "| top-1 acc % | top-5 acc % | kept higher | status |")
+    lines = [head, "|" + "---|" * 11]
+    for r in variant_rows:
+        fid = r.get("fidelity") or {}
+        t1, t5 = _acc(r.get("accuracy"))
+        cos = "-" if not fid else f"{fid['cosine_mean']:.6f} / {fid['cosine_min']:.6f}"
+        agree1 = "-" if not fid else f"{fid['top1_agreement'] * 100:.1f}%"
+        agree5 = "-" if not fid else f"{fid['top5_agreement'] * 100:.1f}%"
+        lines.append(
+            f"| {r['variant']} | {r['graph']} | {cos} | {_f(fid.get('rel_l2'), '.2e')} | {_f(fid.get('max_abs'), '.3g')} "
+            f"| {agree1} | {agree5} | {t1} | {t5} | {r.get('kept', '-')} | {r.get('status', '-')} |"
+        )
+    return "\n".join(lines)
+
+
+def fidelity_markdown(variants: list, data_note: str = "") -> str:
+    """The full fidelity table of a build from its PrecisionVariants (each report holds its rows)."""
+    rows: list[dict] = []
+    seen_fp32 = False
+    for v in variants:
+        rep = getattr(v, "report", None) or {}
+        if not seen_fp32 and rep.get("fp32_row"):
+            rows.append(rep["fp32_row"])
+            seen_fp32 = True
+        rows += rep.get("rows", [])
+    out = table_rows(rows)
+    if data_note:
+        out += "\n\n" + data_note
+    return out

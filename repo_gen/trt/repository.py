@@ -1,0 +1,303 @@
+"""Write one `<model>_trt_<precision>` model directory: config, ONNX, rebuild script, README, plan.
+
+    <model>_trt_<precision>/
+      config.pbtxt          platform tensorrt_plan, max_batch_size = profile max, CUDA graphs
+      labels.txt
+      model.onnx            the strongly typed graph trtexec compiles
+      rebuild_engine.sh     the trtexec command (run it inside the serving tritonserver image)
+      README.md             why and how to rebuild, with the exact docker command
+      trt_build.json        what was built (only when built here), next to
+      trt_layers.json       the engine inspector's layer information
+      <version>/model.plan  only when TensorRT and a GPU are both present here
+
+The plan is built with `builder.py` only when TensorRT imports *and* a GPU is visible.
+Otherwise everything but the plan is written, the status is "not_built" with one reason line,
+and one log line names the skipped plan and how to get it. Nothing pretends a plan exists: a
+plan carried over from an earlier build of the same version is removed, since it was compiled
+from another ONNX.
+
+`--plugins` policy: `off` compiles the precision variant's graph; `on` compiles the graph with
+plugin nodes (`plugin_onnx`) against the plugin library; `auto` builds both where TensorRT is
+present, keeps the one with the lower median latency at the opt batch and records both in the
+manifest; without TensorRT both stay "pending" and both rebuild scripts are written.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import shutil
+from pathlib import Path
+from typing import Any
+
+from repo_gen.config import BuildConfig
+from repo_gen.errors import UserError
+from repo_gen.log import logger
+from repo_gen.onnx.export import INPUT_NAME
+from repo_gen.precision import PrecisionVariant
+from repo_gen.triton.config import ModelConfigSpec
+from repo_gen.triton.models import LABELS_FILE, classifier_io, warmups
+from repo_gen.triton.render import render_config, render_template
+from repo_gen.trt import profile as prof
+from repo_gen.trt.trtexec import (
+    LAYER_INFO_NAME,
+    ONNX_NAME,
+    PLAN_NAME,
+    SCRIPT_NAME,
+    RebuildSpec,
+    docker_command,
+    render_rebuild_script,
+)
+
+README_NAME = "README.md"
+BUILD_REPORT_NAME = "trt_build.json"
+PLUGIN_ONNX_NAME = "model_plugins.onnx"
+PLUGIN_SCRIPT_NAME = "rebuild_engine_plugins.sh"
+ALLOCATION_STRATEGY = "STATIC"  # one profile: STATIC and ON_PROFILE_CHANGE allocate the same memory, once
+STANDARD_ONNX_DOMAINS = ("", "ai.onnx", "ai.onnx.ml")
+
+
+def default_timing_cache() -> Path:
+    """Where Python builds keep their timing cache when --timing-cache is not given."""
+    return Path.home() / ".cache" / "repo-gen" / "trt-timing.cache"
+
+
+def plugin_op_types(onnx_path: Path) -> tuple[str, ...]:
+    """Op types of nodes outside the standard ONNX domains: TensorRT must find a plugin creator
+    named after each (its ONNX parser's fallback importer looks creators up by op type)."""
+    import onnx
+
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    ops = {n.op_type for n in model.graph.node if n.domain not in STANDARD_ONNX_DOMAINS}
+    return tuple(sorted(ops))
+
+
+def can_build_here() -> tuple[bool, str]:
+    """(True, "TensorRT x on <gpu>") when a plan can be built on this machine, else (False, reason)."""
+    from repo_gen.trt.builder import tensorrt_missing_reason, tensorrt_version
+    from repo_gen.trt.cuda import gpu_available
+
+    version = tensorrt_version()
+    if version is None:
+        return False, tensorrt_missing_reason()
+    ok, gpu = gpu_available()
+    if not ok:
+        return False, f"TensorRT {version} is installed but there is {gpu}"
+    return True, f"TensorRT {version} on {gpu}"
+
+
+def _candidates(cfg: BuildConfig, variant: PrecisionVariant, plugin_onnx: Path | None,
+                plugin_lib: Path | None) -> list[tuple[str, Path, tuple[str, ...]]]:
+    """(kind, onnx, plugin libs) to build, in preference order for ties."""
+    native = ("native", Path(variant.trt_onnx), ())
+    if cfg.plugins == "off":
+        return [native]
+    lib = plugin_lib or cfg.trt_plugin_lib
+    if cfg.plugins == "on":
+        if plugin_onnx is None:
+            raise UserError(f"--plugins on: no plugin graph was made for {variant.precision} (the ONNX plugin "
+                            "rewrite did not run); pass --plugins off or auto")
+        if lib is None:
+            raise UserError("--plugins on: pass --trt-plugin-lib /abs/path/librepo_gen_plugins.so")
+    if plugin_onnx is None or lib is None:
+        return [native]  # auto without a plugin graph or library: nothing to compare
+    plugin = ("plugin", Path(plugin_onnx), (str(Path(lib).absolute()),))
+    return [plugin] if cfg.plugins == "on" else [native, plugin]
+
+
+def _rebuild_spec(cfg: BuildConfig, profile: prof.ProfileShapes, libs: tuple[str, ...], onnx_name: str) -> RebuildSpec:
+    return RebuildSpec(
+        profile=profile,
+        version=cfg.version,
+        opt_level=cfg.builder_opt_level,
+        version_compatible=cfg.version_compatible,
+        plugin_libs=libs,
+        timing_cache=str(Path(cfg.timing_cache).absolute()) if cfg.timing_cache else None,
+        onnx_name=onnx_name,
+    )
+
+
+def _write_script(path: Path, text: str) -> None:
+    path.write_text(text)
+    path.chmod(0o755)
+
+
+def write_tensorrt_model(
+    model_dir: Path,
+    name: str,
+    variant: PrecisionVariant,
+    cfg: BuildConfig,
+    labels: list[str],
+    num_classes: int,
+    *,
+    plugin_onnx: Path | None = None,
+    plugin_lib: Path | None = None,
+) -> tuple[list[str], str, str, dict[str, Any]]:
+    """Write the plan model `name` into the staged `model_dir`.
+
+    Args:
+        plugin_onnx: the variant's graph with plugin nodes (from the ONNX plugin rewrite); None
+            means there is none, so `--plugins auto` builds only the native engine.
+        plugin_lib: plugin library; None means `cfg.trt_plugin_lib`.
+
+    Returns:
+        (files relative to model_dir, status "ready" | "not_built", one-line reason, manifest extra).
+    """
+    assert cfg.image_size is not None and cfg.opt_batch is not None
+    profile = prof.profile_shapes(INPUT_NAME, (3, cfg.image_size, cfg.image_size), cfg.opt_batch, cfg.max_batch)
+    preferred = prof.preferred_batch_sizes(cfg.opt_batch, cfg.max_batch)
+    graphs = prof.cuda_graph_batch_sizes(preferred, cfg.max_batch)
+    candidates = _candidates(cfg, variant, plugin_onnx, plugin_lib)
+    final_dir = Path(cfg.output).absolute() / name
+    plan_rel = f"{cfg.version}/{PLAN_NAME}"
+    image = cfg.extra.get("triton_image") if isinstance(cfg.extra, dict) else None
+
+    build_here, why = can_build_here()
+    results: dict[str, dict[str, Any]] = {}
+    chosen = candidates[0]
+    if build_here:
+        chosen, results = _build_and_choose(model_dir, name, cfg, profile, candidates)
+    kind, onnx_src, libs = chosen
+
+    # --- files every plan model has ------------------------------------------------------
+    inp, out = classifier_io(cfg.image_size, num_classes, variant.io_dtype)
+    spec = ModelConfigSpec(
+        name=name,
+        template="tensorrt_plan",
+        max_batch_size=profile.max_batch,
+        inputs=[inp],
+        outputs=[out],
+        platform="tensorrt_plan",
+        max_queue_delay_us=cfg.max_queue_delay_us,
+        preferred_batch_sizes=preferred,
+        instance_count=cfg.instance_count,
+        instance_kind="KIND_GPU",
+        warmup=warmups(inp, prof.warmup_batch_sizes(profile.max_batch)),
+        parameters={"execution_context_allocation_strategy": ALLOCATION_STRATEGY},
+        cuda_graph_batch_sizes=graphs,
+        default_model_filename=PLAN_NAME,
+    )
+    (model_dir / "config.pbtxt").write_text(render_config(spec))
+    (model_dir / LABELS_FILE).write_text("\n".join(labels) + "\n")
+    shutil.copyfile(onnx_src, model_dir / ONNX_NAME)
+    rebuild = _rebuild_spec(cfg, profile, libs, ONNX_NAME)
+    _write_script(model_dir / SCRIPT_NAME, render_rebuild_script(rebuild, name))
+    files = ["config.pbtxt", LABELS_FILE, ONNX_NAME, SCRIPT_NAME, README_NAME]
+
+    alternatives = ""
+    pending_plugin = cfg.plugins == "auto" and not build_here and len(candidates) > 1
+    if pending_plugin:
+        _, p_onnx, p_libs = candidates[1]
+        shutil.copyfile(p_onnx, model_dir / PLUGIN_ONNX_NAME)
+        p_spec = _rebuild_spec(cfg, profile, p_libs, PLUGIN_ONNX_NAME)
+        _write_script(model_dir / PLUGIN_SCRIPT_NAME, render_rebuild_script(p_spec, name))
+        files += [PLUGIN_ONNX_NAME, PLUGIN_SCRIPT_NAME]
+        alternatives = (
+            f"Not decided yet (TensorRT was not available at build time). `{SCRIPT_NAME}` builds the native "
+            f"engine, `{PLUGIN_SCRIPT_NAME}` the one with plugins; time both at the opt batch, e.g. "
+            f"`trtexec --loadEngine={plan_rel} --shapes={prof.shape_arg(profile, 'opt')} "
+            + "".join(f"--staticPlugins={lib} " for lib in p_libs)
+            + "--useCudaGraph`, and keep the faster (GUIDE: plugins can break TensorRT's fusions and lose)."
+        )
+    elif len(results) > 1:
+        alternatives = "Both were built and timed at the opt batch here; kept: " + kind + ". " + ", ".join(
+            f"{k}: {r.get('latency_ms', float('nan')):.3f} ms" for k, r in results.items())
+
+    extra: dict[str, Any] = {
+        "tensorrt_version": None,
+        "plan": plan_rel,
+        "engine": kind,
+        "plugin_libs": list(libs) + ([lib for lib in candidates[1][2] if lib not in libs] if pending_plugin else []),
+        "version_compatible": cfg.version_compatible,
+        "builder_opt_level": cfg.builder_opt_level,
+        "profile": {"input": profile.input_name, "min": list(profile.min), "opt": list(profile.opt),
+                    "max": list(profile.max)},
+        "preferred_batch_sizes": preferred,
+        "cuda_graph_batch_sizes": graphs,
+        "rebuild_script": SCRIPT_NAME,
+        "plugins": {"mode": cfg.plugins, "chosen": kind if (build_here or len(candidates) == 1) else "pending",
+                    "candidates": {k: results.get(k, {"status": "pending"}) for k, _, _ in candidates}},
+    }
+
+    if build_here:
+        built = results[kind]
+        extra["tensorrt_version"] = built["tensorrt_version"]
+        status, reason = "ready", f"built with {why}"
+        files += [plan_rel, BUILD_REPORT_NAME] + ([LAYER_INFO_NAME] if (model_dir / LAYER_INFO_NAME).exists() else [])
+        report = {"model": name, "engine": kind, "built_with": why, "results": results,
+                  "rebuild": render_rebuild_script(rebuild, name).splitlines()[-1:]}
+        (model_dir / BUILD_REPORT_NAME).write_text(json.dumps(report, indent=1, default=str) + "\n")
+        plan_status = f"built here with {why}"
+    else:
+        stale = model_dir / plan_rel
+        if stale.exists():
+            stale.unlink()
+            logger.info(f"{name}: removed {plan_rel} carried over from an earlier build (compiled from another ONNX)")
+        status = "not_built"
+        reason = f"plan not built: {why}; run {SCRIPT_NAME} inside the serving tritonserver image"
+        plan_status = f"**not built yet** ({why})"
+        logger.warning(f"{name}: skipped {plan_rel}: {why}; build it with {final_dir / SCRIPT_NAME} inside the "
+                       f"tritonserver image you serve with (command in {final_dir / README_NAME})")
+
+    readme = render_template(
+        "trt_model_README.md.j2",
+        model_name=name,
+        precision=variant.precision,
+        max_batch=profile.max_batch,
+        preferred=", ".join(str(b) for b in preferred),
+        graphs=", ".join(str(b) for b in graphs),
+        plan_rel=plan_rel,
+        plan_status=plan_status,
+        version_compatible=cfg.version_compatible,
+        repo_dir=shlex.quote(str(Path(cfg.output).absolute())),
+        image_given=image if isinstance(image, str) else "",
+        docker_command=docker_command(Path(cfg.output), name, rebuild, image if isinstance(image, str) else None),
+        plugin_libs=list(libs),
+        alternatives=alternatives,
+    )
+    (model_dir / README_NAME).write_text(readme)
+    return files, status, reason, extra
+
+
+def _build_and_choose(
+    model_dir: Path, name: str, cfg: BuildConfig, profile: prof.ProfileShapes,
+    candidates: list[tuple[str, Path, tuple[str, ...]]],
+) -> tuple[tuple[str, Path, tuple[str, ...]], dict[str, dict[str, Any]]]:
+    """Build every candidate; with more than one, keep the lowest latency at the opt batch."""
+    from repo_gen.trt.builder import EngineSpec, build_engine, plan_latency_ms
+
+    work = model_dir / ".trt-candidates"
+    work.mkdir(exist_ok=True)
+    results: dict[str, dict[str, Any]] = {}
+    try:
+        for kind, onnx_path, libs in candidates:
+            spec = EngineSpec(
+                onnx=onnx_path,
+                plan=work / f"{kind}.plan",
+                profile=profile,
+                opt_level=cfg.builder_opt_level,
+                version_compatible=cfg.version_compatible,
+                timing_cache=Path(cfg.timing_cache) if cfg.timing_cache else default_timing_cache(),
+                plugin_libs=tuple(Path(lib) for lib in libs),
+                plugin_ops=plugin_op_types(onnx_path) if libs else (),
+                layer_info=work / f"{kind}.layers.json",
+            )
+            results[kind] = {"status": "built", **build_engine(spec).to_dict()}
+            if len(candidates) > 1:
+                ms = plan_latency_ms(spec.plan, profile, spec.plugin_libs)
+                results[kind]["latency_ms"] = round(ms, 4)
+                logger.info(f"{name}: {kind} engine {ms:.3f} ms at batch {profile.opt_batch}")
+        best = min(candidates, key=lambda c: results[c[0]].get("latency_ms", 0.0))
+        kind = best[0]
+        vdir = model_dir / str(cfg.version)
+        vdir.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(work / f"{kind}.plan"), vdir / PLAN_NAME)
+        layers = work / f"{kind}.layers.json"
+        if layers.exists():
+            shutil.move(str(layers), model_dir / LAYER_INFO_NAME)
+        for r in results.values():
+            r.pop("plan", None)
+            r.pop("layer_info", None)
+        return best, results
+    finally:
+        shutil.rmtree(work, ignore_errors=True)

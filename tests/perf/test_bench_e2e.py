@@ -1,0 +1,96 @@
+"""`repo-gen bench` against a real tritonserver and the real perf_analyzer."""
+
+import csv
+import json
+import os
+import signal
+import threading
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from repo_gen.cli import main
+from repo_gen.errors import BuildFailure
+from repo_gen.perf.analyzer import PerfSettings
+from repo_gen.perf.bench import BenchConfig, run_bench
+from tests.conftest import TEST_MODEL
+
+pytestmark = pytest.mark.server
+PY_MODEL = f"{TEST_MODEL}_py_fp32"
+# Short windows, loose stability: these tests check the plumbing, not the numbers.
+FAST = ["--measurement-interval-ms", "500", "--stability-percentage", "250", "--max-trials", "6"]
+
+
+def _png_ok(path):
+    img = Image.open(path)
+    img.verify()
+    arr = np.asarray(Image.open(path).convert("L"), dtype=np.float32)
+    assert arr.shape[0] > 100 and arr.shape[1] > 100 and arr.std() > 5  # not blank
+
+
+@pytest.mark.slow
+def test_bench_cli_starts_server_and_writes_csv_report_plots(fp32_repo, perf_analyzer, tmp_path):
+    out = tmp_path / "bench"
+    code = main(["bench", "--model-repository", str(fp32_repo), "--models", PY_MODEL, "--concurrency", "1:2",
+                 "--batch-sizes", "1,2", "--output", str(out), "--latency-budget-ms", "10000", *FAST])
+    assert code == 0
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    assert {(r["batch_size"], r["concurrency"]) for r in rows} == {("1", "1"), ("1", "2"), ("2", "1"), ("2", "2")}
+    for r in rows:
+        assert float(r["throughput"]) > 0 and float(r["p99_ms"]) >= float(r["p50_ms"]) > 0
+        assert float(r["server_compute_infer_us"]) > 0
+    assert len(list((out / "raw").glob("*.csv"))) == 4
+    for png in ("throughput_vs_p99.png", "throughput_vs_concurrency.png"):
+        _png_ok(out / png)
+    summary = json.loads((out / "results.json").read_text())
+    want = {f"{PY_MODEL} b1", f"{PY_MODEL} b2"}
+    assert set(summary["plots"]["throughput_vs_p99"]) == want
+    assert set(summary["plots"]["throughput_vs_concurrency"]) == want
+    assert all(len(v) == 2 for v in summary["plots"]["throughput_vs_p99"].values())
+    report = (out / "report.md").read_text()
+    assert f"| {PY_MODEL} | fp32 | python | 1 |" in report and "throughput_vs_p99.png" in report
+    commands = (out / "commands.txt").read_text()
+    assert "tritonserver" in commands and commands.count("perf_analyzer") >= 4 and "--input-data" in commands
+
+
+def test_bench_against_running_server_random_data(triton, perf_analyzer, fp32_repo, tmp_path):
+    s = PerfSettings(measurement_interval_ms=500, stability_percentage=50, max_trials=6, relax=(200, 1000))
+    res = run_bench(BenchConfig(fp32_repo, models=[PY_MODEL], url=triton.grpc_url, concurrency=[1], batch_sizes=[1],
+                                output=tmp_path / "b", input_data="random", settings=s))
+    assert len(res.points) == 1 and res.complete
+    assert "--input-data random" in res.points[0].command
+
+
+@pytest.mark.slow
+def test_server_dying_mid_bench_is_reported_and_measurements_kept(repo_copy, perf_analyzer, tmp_path):
+    from repo_gen.triton.server import TritonServer, free_ports
+
+    server = TritonServer(repo_copy, ports=free_ports(), models=[PY_MODEL], exit_on_error=False)
+    server.start(timeout_s=180)
+    out = tmp_path / "bench"
+
+    def kill_after_first_point():
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            results = out / "results.csv"
+            if results.exists() and len(results.read_text().splitlines()) >= 2:
+                os.killpg(server.proc.pid, signal.SIGKILL)
+                return
+            time.sleep(0.1)
+
+    killer = threading.Thread(target=kill_after_first_point, daemon=True)
+    killer.start()
+    s = PerfSettings(measurement_interval_ms=500, stability_percentage=50, max_trials=6, relax=(200, 1000), timeout_s=60)
+    try:
+        with pytest.raises(BuildFailure, match="stopped answering.*kept the 1 point"):
+            run_bench(BenchConfig(repo_copy, models=[PY_MODEL], url=server.grpc_url, concurrency=[1, 2, 4],
+                                  output=out, input_data="random", settings=s))
+    finally:
+        killer.join(5)
+        server.stop()
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    assert len(rows) == 1 and float(rows[0]["throughput"]) > 0
+    report = (out / "report.md").read_text()
+    assert "INCOMPLETE" in report and "stopped answering" in report

@@ -1,0 +1,116 @@
+"""Unit tests of tune's pure logic: config <-> candidate, limits, and the early-stopping grid."""
+
+import pytest
+
+from repo_gen.errors import UserError
+from repo_gen.perf.tune import (
+    Candidate,
+    TuneGrid,
+    apply_candidate,
+    candidate_of,
+    config_json,
+    config_text,
+    coordinate_search,
+    dimension_values,
+    max_batch_limit,
+)
+from repo_gen.triton.render import parse_config
+
+CONFIG = """
+name: "m_py_fp32"
+backend: "python"
+max_batch_size: 16
+input { name: "input" data_type: TYPE_FP32 dims: [ 3, 256, 256 ] }
+output { name: "logits" data_type: TYPE_FP32 dims: [ 1000 ] }
+dynamic_batching { max_queue_delay_microseconds: 100 }
+instance_group { count: 1 kind: KIND_CPU }
+model_warmup { name: "w16" batch_size: 16 inputs { key: "input" value { data_type: TYPE_FP32 dims: [ 3, 256, 256 ] random_data: true } } }
+parameters { key: "intra_op_threads" value { string_value: "0" } }
+"""
+
+
+def test_candidate_roundtrip_and_clamping():
+    cfg = parse_config(CONFIG)
+    start = candidate_of(cfg)
+    assert start == Candidate(1, 0, 100, 16, ())
+    new = apply_candidate(cfg, Candidate(3, 1, 0, 8, (8, 16)))
+    assert candidate_of(new) == Candidate(3, 1, 0, 8, (8,))  # preferred above max dropped
+    assert new.model_warmup[0].batch_size == 8  # warm-up clamped to the new max
+    assert cfg.instance_group[0].count == 1  # the original is untouched
+    # both serializations parse back with Triton's schema to the same config
+    text = config_text(new, "tuned\nsecond line")
+    assert text.startswith("# tuned\n# second line\n")
+    assert candidate_of(parse_config(text)) == candidate_of(new)
+    from google.protobuf import json_format
+    from tritonclient.grpc import model_config_pb2
+
+    again = json_format.Parse(config_json(new), model_config_pb2.ModelConfig())
+    assert again == new
+    off = apply_candidate(cfg, Candidate(1, None, None, 16))
+    assert not off.HasField("dynamic_batching")
+
+
+def test_max_batch_limit_respects_manifest_and_plan_profile():
+    assert max_batch_limit(None, 16) == 16
+    assert max_batch_limit({"max_batch_size": 8}, 16) == 8
+    assert max_batch_limit({"max_batch_size": 64, "extra": {"profile": {"max": [32, 3, 256, 256]}}}, 64) == 32
+    start = Candidate(1, 0, 100, 16)
+    with pytest.raises(UserError, match="--max-batch-sizes 32"):
+        dimension_values("max_batch_size", TuneGrid(max_batch_sizes=[8, 32]), start, 16, 2)
+    assert dimension_values("max_batch_size", TuneGrid(), start, 16, 2) == [8, 16]
+    assert dimension_values("intra_op_threads", TuneGrid(), start, 16, 2) == []  # tied to instances by default
+    assert dimension_values("max_queue_delay_us", TuneGrid(), Candidate(1, None, None, 16), 16, 2) == []
+
+
+START = Candidate(1, 0, 100, 16)
+
+
+def _search(scores, grid, start=START):
+    calls = []
+
+    def score_of(c):
+        calls.append(c)
+        return scores(c)
+
+    best, seen = coordinate_search(start, grid, 16, 2, score_of)
+    return best, seen, calls
+
+
+def test_grid_2x2_visits_each_candidate_once_and_picks_the_best():
+    grid = TuneGrid(instance_counts=[1, 2], max_queue_delays_us=[0, 100], max_batch_sizes=[16], preferred_batch_sizes=[()])
+    table = {(1, 100): 10.0, (2, 100): 20.0, (2, 0): 25.0}
+    best, seen, calls = _search(lambda c: table[(c.instance_count, c.max_queue_delay_us)], grid)
+    assert best == Candidate(2, 1, 0, 16)  # threads tied to instances: 2 cores // 2
+    assert len(seen) == 3  # start, 2 instances; then delay 0 (delay 100 is the current best, scored already)
+    assert calls[0] == Candidate(1, 0, 100, 16)  # the current config is measured first (the "before")
+
+
+def test_grid_stops_growing_a_dimension_when_gain_below_5_percent():
+    grid = TuneGrid(instance_counts=[1, 2, 3, 4], max_queue_delays_us=[100], max_batch_sizes=[16], preferred_batch_sizes=[()])
+    scores = {1: 30.0, 2: 31.0, 3: 60.0, 4: 90.0}  # 2 gains 3%: stop, never try 3 or 4
+    best, seen, _ = _search(lambda c: scores[c.instance_count], grid)
+    assert [c.instance_count for c in seen] == [1, 2]
+    assert best.instance_count == 2
+    grows = {1: 30.0, 2: 40.0, 3: 41.0, 4: 90.0}
+    _, seen, _ = _search(lambda c: grows[c.instance_count], grid)
+    assert [c.instance_count for c in seen] == [1, 2, 3]
+
+
+def test_current_config_wins_when_nothing_beats_it():
+    grid = TuneGrid(instance_counts=[1, 2], max_queue_delays_us=[0, 100], max_batch_sizes=[16], preferred_batch_sizes=[()])
+    best, _, _ = _search(lambda c: 50.0 if c == Candidate(1, 0, 100, 16) else 40.0, grid)
+    assert best == Candidate(1, 0, 100, 16)
+
+
+def test_explicit_threads_are_their_own_dimension():
+    grid = TuneGrid(instance_counts=[1], intra_op_threads=[1, 2], max_queue_delays_us=[100], max_batch_sizes=[16],
+                    preferred_batch_sizes=[()])
+    best, seen, _ = _search(lambda c: {0: 10.0, 1: 12.0, 2: 20.0}[c.intra_op_threads], grid)
+    assert best.intra_op_threads == 2 and {c.intra_op_threads for c in seen} == {0, 1, 2}
+
+
+def test_grid_validation_names_the_flag():
+    with pytest.raises(UserError, match="--instance-counts"):
+        TuneGrid(instance_counts=[0, 1])
+    with pytest.raises(UserError, match="--queue-delays-us"):
+        TuneGrid(max_queue_delays_us=[-1])
