@@ -62,6 +62,8 @@ def add_parser(sub) -> None:
     t.add_argument("--version-compatible", action="store_true", help="build version-compatible plans")
     t.add_argument("--timing-cache", type=Path, metavar="PATH", help="TensorRT timing cache file, reused across builds")
     t.add_argument("--plugins", default="off", choices=["off", "on", "auto"], help="use the MobileViT plugin library: auto keeps the faster engine")
+    t.add_argument("--triton-image", metavar="IMAGE",
+                   help="NGC tritonserver image named in each plan's README/docker command (e.g. nvcr.io/nvidia/tritonserver:25.10-py3)")
     t.add_argument("--plugin-lib", type=Path, metavar="PATH", help="libmobilevit_plugins.so (default: plugins/build/)")
     p.set_defaults(func=run)
 

@@ -55,13 +55,13 @@ def run(args: argparse.Namespace) -> int:
             + "; ".join(f"{c.name} ({c.reason})" for c in left_out)
             + "; use --model-control explicit, or build only servable runtimes (e.g. --runtimes py) into their own --output"
         )
-    extra: list[str] = []
-    try:
-        from repo_gen.trt.serve import tritonserver_args
+    from repo_gen.triton.repository import MANIFEST_NAME, read_manifest
+    from repo_gen.trt.serve import serve_problems, tritonserver_args
 
-        extra = tritonserver_args(repo, serve)
-    except ImportError:
-        pass
+    if (repo / MANIFEST_NAME).exists():
+        for problem in serve_problems(repo, read_manifest(repo), inst.backend_dir):
+            logger.warning(problem)
+    extra = tritonserver_args(repo, serve)
     server = TritonServer(
         repo,
         host=args.host,

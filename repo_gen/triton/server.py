@@ -76,6 +76,10 @@ def _config_backend(model_dir: Path) -> str | None:
     return mc.backend or BACKEND_OF_PLATFORM.get(mc.platform, mc.platform) or None
 
 
+def _has_plan(model_dir: Path, entry: dict) -> bool:
+    return any((model_dir / str(v) / "model.plan").is_file() for v in entry.get("versions", []))
+
+
 def choose_models(repo: Path, backends: list[str], allow_inaccurate: bool = False) -> list[ModelChoice]:
     """Decide, per model directory, whether this server can serve it, and if not, why.
 
@@ -97,7 +101,9 @@ def choose_models(repo: Path, backends: list[str], allow_inaccurate: bool = Fals
         if backend is None:
             choices[d.name] = ModelChoice(d.name, False, "no readable config.pbtxt")
             continue
-        if entry and entry["status"] == "not_built":
+        if entry and entry["status"] == "not_built" and backend == "tensorrt" and _has_plan(d, entry):
+            pass  # built after repo-gen wrote it (rebuild_engine.sh): servable now
+        elif entry and entry["status"] == "not_built":
             choices[d.name] = ModelChoice(d.name, False, f"not built: {entry.get('status_reason', '')}")
             continue
         if entry and entry["status"] == "inaccurate" and not allow_inaccurate:

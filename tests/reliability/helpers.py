@@ -31,13 +31,21 @@ STAGING_GLOB = ".repo-gen-staging-*"
 FOREIGN = "my_own_model"
 
 
+def _default_sigint() -> None:
+    # A shell's background job (`cmd &`, nohup) starts with SIGINT ignored, and Python then installs
+    # no KeyboardInterrupt handler: give the CLI the SIGINT a user's terminal would.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def cli(args: list[str], timeout: float = 300, **kw) -> subprocess.CompletedProcess:
     """Run `repo-gen ARGS` (argv list, never a shell) and capture its output."""
-    return subprocess.run([REPO_GEN, *args], capture_output=True, text=True, timeout=timeout, **kw)  # noqa: S603
+    kw.setdefault("preexec_fn", _default_sigint)
+    return subprocess.run([REPO_GEN, *args], capture_output=True, text=True, timeout=timeout, **kw)  # noqa: S603, PLW1509
 
 
 def popen_cli(args: list[str], **kw) -> subprocess.Popen:
-    return subprocess.Popen([REPO_GEN, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)  # noqa: S603
+    kw.setdefault("preexec_fn", _default_sigint)
+    return subprocess.Popen([REPO_GEN, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)  # noqa: S603, PLW1509
 
 
 def error_lines(stderr: str) -> list[str]:
@@ -287,7 +295,7 @@ def served_cli(repo: Path, *extra: str, timeout: float = 180) -> Iterator[tuple[
     log = open(repo.parent / f"serve-{ports.http}.log", "w")  # noqa: SIM115 - closed below
     proc = subprocess.Popen([REPO_GEN, "serve", "--model-repository", str(repo), "--http-port", str(ports.http),  # noqa: S603
                              "--grpc-port", str(ports.grpc), "--metrics-port", str(ports.metrics), *extra],
-                            stdout=log, stderr=subprocess.STDOUT, text=True)
+                            stdout=log, stderr=subprocess.STDOUT, text=True, preexec_fn=_default_sigint)  # noqa: PLW1509
     proc.log_path = Path(log.name)  # type: ignore[attr-defined]
     try:
         wait_ready(f"127.0.0.1:{ports.http}", timeout)
