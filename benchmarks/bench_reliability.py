@@ -154,7 +154,7 @@ def matrix(out: Path) -> dict:
     xml = out / "bad_inputs.xml"
     t0 = time.perf_counter()
     r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",  # noqa: S603
-                        "tests/reliability/test_bad_inputs.py", "-k", "test_bad_input", f"--junitxml={xml}"],
+                        "tests/reliability/test_bad_inputs.py::test_bad_input", f"--junitxml={xml}"],
                        cwd=ROOT, capture_output=True, text=True, timeout=1800)
     text = xml.read_text() if xml.exists() else ""
 

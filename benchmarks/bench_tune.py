@@ -139,8 +139,10 @@ def main() -> int:
     m["models"] = {s_name: m["models"][s_name]}
     (tune_repo / "repo-gen.json").write_text(json.dumps(m, indent=2))
     t0 = time.perf_counter()
-    tr = run_tune(TuneConfig(tune_repo, s_name, latency_budget_ms=args.budget_ms, grid=TuneGrid(),
-                             work_dir=OUT / "tune_work"))
+    # Concurrency up to 8: at ~30 img/s, 16 outstanding requests alone cost ~530 ms, over the budget.
+    tr = run_tune(TuneConfig(tune_repo, s_name, latency_budget_ms=args.budget_ms,
+                             grid=TuneGrid(concurrency=[1, 2, 4, 8]),
+                             settings=PerfSettings(measurement_interval_ms=2000), work_dir=OUT / "tune_work"))
     res["tune"] = {"wall_s": round(time.perf_counter() - t0, 1), "changed": tr.changed,
                    "before": tr.before.row(), "after": tr.after.row(), "gain": tr.gain,
                    "trials": [{"config": t.candidate.describe(), "score": t.score, "error": t.error} for t in tr.trials]}

@@ -5,6 +5,7 @@
       -> export_onnx           (repo_gen.onnx.export)       raw ONNX, checked vs PyTorch
       -> cleanup_graph         (repo_gen.onnx.passes)       folded, no Identity, shapes; checked again
       -> make_precision_variants (repo_gen.precision.stage) fp32 / fp16 / int8 ONNX + fidelity
+      -> rewrite_plugins       (repo_gen.onnx.plugin_rewrite) TensorRT graph with plugin nodes (--plugins on|auto)
       -> write_*_model         (repo_gen.triton.models, repo_gen.trt.repository)  staged model dirs
       -> write_pipeline        (repo_gen.pipeline.ensemble) preprocess + classifier + top-k ensemble
       -> commit                (repo_gen.triton.repository) atomic swap + manifest
@@ -103,6 +104,8 @@ def build(cfg: BuildConfig, lock_timeout_s: float = 0.0) -> BuildReport:
     t = report.timings_s
     t_start = time.perf_counter()
     assert cfg.image_size is not None
+    if uses_plugins(cfg):
+        plugin_library(cfg)  # fail on a missing library before any stage runs
     with RepositoryTransaction(cfg.output, planned_models(cfg), lock_timeout_s=lock_timeout_s) as tx:
         assert tx.work is not None
         work = tx.work
@@ -270,9 +273,16 @@ def write_variants(
             else:
                 from repo_gen.trt.repository import write_tensorrt_model
 
-                result = write_tensorrt_model(d, name, v, cfg, labels, num_classes)
+                plugin_onnx, plugin_lib, rewrite = None, None, None
+                if uses_plugins(cfg):
+                    assert tx.work is not None
+                    plugin_onnx, plugin_lib, rewrite = plugin_graph(cfg, v, tx.work)
+                result = write_tensorrt_model(d, name, v, cfg, labels, num_classes, plugin_onnx=plugin_onnx,
+                                              plugin_lib=plugin_lib)
                 files, rstatus, rreason, extra_trt = result
                 extra.update(extra_trt)
+                if rewrite is not None:
+                    extra["plugin_rewrite"] = rewrite
                 if status == "inaccurate":
                     rstatus, rreason = status, reason
             tx.add(
@@ -291,6 +301,73 @@ def write_variants(
                     extra=extra,
                 )
             )
+
+
+def uses_plugins(cfg: BuildConfig) -> bool:
+    return cfg.plugins in ("on", "auto") and "trt" in cfg.runtimes
+
+
+def plugin_library(cfg: BuildConfig) -> tuple[Path | None, dict[str, Any]]:
+    """The plugin library the plugin engines load, and a manifest note about it.
+
+    `--plugin-lib` must exist. Without it: `$REPO_GEN_PLUGIN_LIB`, then
+    `plugins/build/libmobilevit_plugins.so` of this checkout. When none exists, `--plugins on` is
+    a UserError; `auto` keeps only the native engine where TensorRT could build here (nothing to
+    compare), and elsewhere names the default path, so both engines stay pending with their
+    rebuild scripts (the plugin script expects the library there).
+    """
+    import os
+
+    from repo_gen.errors import MissingDependency, UserError
+    from repo_gen.plugins.kernels import LIBRARY_ENV, LIBRARY_NAME, find_library
+
+    build_hint = "build it with `cmake -S plugins -B plugins/build && cmake --build plugins/build -j`"
+    if cfg.trt_plugin_lib is not None:
+        lib = Path(cfg.trt_plugin_lib).absolute()
+        if not lib.is_file():
+            raise UserError(f"--plugin-lib {cfg.trt_plugin_lib}: no such file; {build_hint}, or pass --plugins off")
+        return lib, {"path": str(lib), "exists": True, "source": "--plugin-lib"}
+    try:
+        lib = find_library(None).absolute()
+        return lib, {"path": str(lib), "exists": True, "source": "default"}
+    except MissingDependency as e:
+        if cfg.plugins == "on":
+            raise UserError(f"--plugins on needs the plugin library: {e}; or pass --plugin-lib PATH "
+                            "(or --plugins auto / off)") from e
+    from repo_gen.trt.repository import can_build_here
+
+    default = Path(os.environ.get(LIBRARY_ENV) or Path(__file__).resolve().parents[1] / "plugins" / "build" / LIBRARY_NAME)
+    if can_build_here()[0]:
+        return None, {"path": str(default), "exists": False, "source": "default",
+                      "note": f"not found ({build_hint}): only the native engine was built"}
+    return default.absolute(), {"path": str(default.absolute()), "exists": False, "source": "default",
+                                "note": f"not built yet: {build_hint} before running the plugin rebuild script"}
+
+
+def plugin_graph(cfg: BuildConfig, variant: PrecisionVariant, work: Path) -> tuple[Path | None, Path | None, dict]:
+    """`variant.trt_onnx` with the plugin nodes (`work/<precision>_plugins.onnx`), the library, and the
+    rewrite's counts for the manifest. No graph (None) when nothing matched: `auto` then keeps native."""
+    import onnx
+
+    from repo_gen.errors import UserError
+    from repo_gen.onnx.plugin_rewrite import plugin_rewrite_report, rewrite_plugins
+
+    lib, lib_info = plugin_library(cfg)
+    rewritten = rewrite_plugins(onnx.load(str(variant.trt_onnx)))
+    counts = plugin_rewrite_report(rewritten) or {}
+    record: dict[str, Any] = {"library": lib_info}
+    for kind, c in counts.items():
+        if c is not None:
+            record[kind] = {**{k: c[k] for k in ("found", "replaced", "left_native", "layouts", "dtypes")},
+                            "unmatched": c["unmatched"][:10]}
+    if not any(c and c["replaced"] for c in counts.values()):
+        if cfg.plugins == "on":
+            raise UserError(f"--plugins on: no LayerNorm or attention of {variant.precision} matched the plugin "
+                            f"patterns ({record}); pass --plugins off or auto")
+        return None, lib, record
+    path = work / f"{variant.precision}_plugins.onnx"
+    onnx.save(rewritten, str(path))
+    return path, lib, record
 
 
 def _existing_versions(model_dir: Path) -> list[int]:

@@ -50,7 +50,8 @@ from repo_gen.log import logger, warn_once
 CACHE_SCHEMA = 1
 MAX_ENTRIES = 48  # least recently used entries beyond this are removed (a mobilevit_s entry is ~22 MB)
 META = "meta.json"
-_TOOLS = ("torch", "timm", "onnx", "onnxruntime", "onnx-graphsurgeon", "numpy")
+_TOOLS = ("torch", "timm", "onnx", "onnxruntime", "onnx-graphsurgeon", "numpy", "onnxconverter-common", "pillow",
+          "scikit-image")  # the last three: FP16 conversion, image decoding, the built-in calibration photos
 _PKG_ROOT = Path(__file__).resolve().parent
 # repo-gen sources whose code decides each stage's artifacts (relative to the package).
 STAGE_SOURCES = {

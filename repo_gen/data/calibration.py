@@ -55,7 +55,7 @@ def load_calibration(calib_dir: Path | None, data: DataConfig, count: int, seed:
             f"--calib-dir {calib_dir}: no image files (.jpg/.jpeg/.png/.webp, searched recursively); "
             "put calibration images there or leave --calib-dir out to use the built-in photos"
         )
-    s = load_dir(calib_dir, data, count)
+    s = _load_spread(calib_dir, files, data, count, seed)
     if s.skipped:
         logger.warning(
             f"--calib-dir {calib_dir}: skipped {len(s.skipped)} unreadable file(s), e.g. "
@@ -73,6 +73,32 @@ def load_calibration(calib_dir: Path | None, data: DataConfig, count: int, seed:
         )
         s.note = f"{len(s.names)} images, fewer than the {count} requested"
     return s
+
+
+def _load_spread(root: Path, files: list[Path], data: DataConfig, count: int, seed: int) -> ImageSet:
+    """Up to `count` decodable images of `files` in a seeded random order, so that a folder sorted
+    by class (`0/..., 1/..., ...`) still gives every class to a small `--calib-count`; unreadable
+    files met on the way are skipped, counted and named."""
+    from repo_gen.data.preprocess import ImageError, decode_image, preprocess
+
+    size = data.input_size[1]
+    order = np.random.default_rng(seed).permutation(len(files)) if len(files) > count else range(len(files))
+    tensors: list[np.ndarray] = []
+    names: list[str] = []
+    skipped: list[tuple[str, str]] = []
+    for i in order:
+        if len(tensors) >= count:
+            break
+        path = files[i]
+        try:
+            img = decode_image(path.read_bytes())
+        except (ImageError, OSError) as e:
+            skipped.append((str(path), str(e)))
+            continue
+        tensors.append(preprocess(img, size, data.interpolation, data.crop_pct, data.mean, data.std))
+        names.append(str(path.relative_to(root)))
+    arr = np.stack(tensors) if tensors else np.zeros((0, 3, size, size), np.float32)
+    return ImageSet(arr, names, skipped)
 
 
 def _class_index(folder: str, num_classes: int, synsets: list[str] | None) -> int | None:

@@ -25,7 +25,7 @@ import shlex
 import subprocess
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from repo_gen.errors import BuildFailure, UserError
@@ -35,6 +35,7 @@ from repo_gen.tools import PerfAnalyzer, find_perf_analyzer
 PROTOCOLS = ("grpc", "http")
 MEASUREMENT_MODES = ("time_windows", "count_windows")
 UNSTABLE_MARK = "Failed to obtain stable measurement"
+EMPTY_WINDOW_MARK = "No valid requests recorded"  # a time window shorter than one request
 # What perf_analyzer prints when it cannot reach the server (or the server went away).
 CONNECTION_MARKS = ("failed to connect", "Connection refused", "Socket closed", "connect failed",
                     "failed to get model metadata", "Couldn't connect", "UNAVAILABLE", "Broken pipe",
@@ -259,10 +260,13 @@ class Analyzer:
         assert self.perf is not None
         thresholds = [self.settings.stability_percentage, *self.settings.relax]
         stem = f"{model}.b{batch_size}.c{concurrency}"
-        for i, stab in enumerate(thresholds):
+        settings = self.settings
+        i = 0
+        while i < len(thresholds):
+            stab = thresholds[i]
             csv_path = self.work_dir / f"{stem}.csv"
             csv_path.unlink(missing_ok=True)
-            argv = perf_argv(self.perf.binary, model, self.url, self.settings, batch_size, concurrency,
+            argv = perf_argv(self.perf.binary, model, self.url, settings, batch_size, concurrency,
                              csv_path, input_data, stab)
             command = format_command(argv, self.perf.env)
             logger.debug("running: " + command)
@@ -281,7 +285,7 @@ class Analyzer:
             rows = [r for r in rows if r.concurrency == concurrency]
             if rc == 0 and rows:
                 point = rows[0]
-                point.stable = i == 0
+                point.stable = stab == thresholds[0]
                 point.stability_percentage = stab
                 point.wall_s = round(wall, 2)
                 point.command = command
@@ -294,12 +298,20 @@ class Analyzer:
                 raise ServerDied(f"the server at {self.url} stopped answering while measuring {model} "
                                  f"(batch {batch_size}, concurrency {concurrency}); perf_analyzer said: "
                                  f"{_last_line(out)} (full output: {self.work_dir / (stem + '.log')})")
+            if EMPTY_WINDOW_MARK in out and settings.measurement_mode == "time_windows" \
+                    and settings.measurement_interval_ms < 8 * self.settings.measurement_interval_ms:
+                # Requests last longer than a window (high concurrency, slow model): double the window.
+                settings = replace(settings, measurement_interval_ms=settings.measurement_interval_ms * 2)
+                logger.info(f"{model} b{batch_size} c{concurrency}: no request completed within a window; "
+                            f"retrying with {settings.measurement_interval_ms} ms windows")
+                continue
             if UNSTABLE_MARK not in out:
                 raise BuildFailure(f"perf_analyzer failed on {model} (batch {batch_size}, concurrency {concurrency}) "
                                    f"with exit code {rc}: {_last_line(out)} (command and output: "
                                    f"{self.work_dir / (stem + '.log')})")
             logger.info(f"{model} b{batch_size} c{concurrency}: not stable within {stab:g}% after "
                         f"{self.settings.max_trials} windows; retrying")
+            i += 1
         raise UnstableMeasurement(
             f"{model} (batch {batch_size}, concurrency {concurrency}): perf_analyzer found no stable "
             f"measurement even within {thresholds[-1]:g}% over {self.settings.max_trials} windows; the machine "

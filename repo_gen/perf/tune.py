@@ -48,7 +48,7 @@ from typing import Any
 
 from repo_gen.errors import BuildFailure, UserError
 from repo_gen.log import console, logger
-from repo_gen.perf.analyzer import Analyzer, PerfPoint, PerfSettings, UnstableMeasurement
+from repo_gen.perf.analyzer import Analyzer, PerfPoint, PerfSettings, ServerDied, UnstableMeasurement
 from repo_gen.triton.repository import MANIFEST_NAME, read_manifest
 
 MIN_GAIN = 0.05  # Model Analyzer's rule: stop growing a dimension when throughput gains < 5%
@@ -386,7 +386,14 @@ def run_tune(cfg: TuneConfig) -> TuneResult:
                 logger.warning(f"{c.describe()}: {msg}")
                 trials[c] = Trial(c, 0.0, None, [], msg)
                 return 0.0
-            score, best, points = sweep(analyzer, cfg.model, cfg.grid.concurrency, cfg.latency_budget_ms, data_arg)
+            try:
+                score, best, points = sweep(analyzer, cfg.model, cfg.grid.concurrency, cfg.latency_budget_ms, data_arg)
+            except ServerDied:
+                raise
+            except BuildFailure as e:  # one candidate perf_analyzer cannot measure does not end the search
+                logger.warning(f"{c.describe()}: not measured: {e}")
+                trials[c] = Trial(c, 0.0, None, [], str(e))
+                return 0.0
             trials[c] = Trial(c, score, best, points)
             where = f" at c{best.concurrency}, p99 {best.p99_ms:.1f} ms" if best else " (no point within budget)"
             console.print(f"    -> {score:.1f} infer/s{where}")

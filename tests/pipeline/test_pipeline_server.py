@@ -80,6 +80,7 @@ def test_real_photos_equal_in_process_result(pipeline_server, photo_files, refer
             assert [int(i) for _, i, _ in entries] == list(np.argsort(-r, kind="stable")[:5])
             assert [lab for _, _, lab in entries] == [labels[i] for i in np.argsort(-r, kind="stable")[:5]]
             np.testing.assert_allclose([float(s) for s, _, _ in entries], np.sort(r)[::-1][:5], rtol=1e-5, atol=1e-5)
+    client.close()  # an open HTTP connection holds tritonserver's shutdown for 30 s
 
 
 BAD_INPUTS = {
@@ -106,6 +107,7 @@ def test_bad_input_fails_alone_server_stays_up(pipeline_server, photo_files, ref
     assert pipeline_server.is_live() and pipeline_server.is_ready()
     got = _good(pipeline_server, mod, client, [ok])
     assert max_relative_error(reference([ok]), got) <= 1e-5
+    client.close()
 
 
 def test_10000x10000_jpeg_is_downscaled_and_answered(pipeline_server, huge_jpeg, reference):
@@ -115,6 +117,7 @@ def test_10000x10000_jpeg_is_downscaled_and_answered(pipeline_server, huge_jpeg,
     got = _good(pipeline_server, mod, client, [huge_jpeg])
     assert max_relative_error(reference([huge_jpeg]), got) <= 1e-5
     assert pipeline_server.is_live()
+    client.close()
 
 
 def _stats(client, name: str) -> dict:
@@ -160,7 +163,9 @@ def test_corrupt_image_fails_only_its_request_within_one_dynamic_batch(pipeline_
         assert isinstance(outcomes[1], InferenceServerException) and "cannot decode" in outcomes[1].message()
         for i in (0, 2, 3):
             assert max_relative_error(reference([files[i]]), outcomes[i]) <= 1e-5
+        client.close()
     finally:
+        admin.close()
         code, body = pipeline_server.load_model(PREPROCESS)  # back to the config on disk
         assert code == 200, body
     assert pipeline_server.is_ready()

@@ -29,9 +29,12 @@ def test_greedy_picks_biggest_gain_until_met():
 
 
 def test_greedy_stops_when_nothing_helps():
-    ev = _additive({"a": 1.0, "b": 0.05}, 10.0)
+    # Only the pair helps (no single group does): greedy stops, and says why.
+    def ev(kept):
+        return {"err": 0.0 if {"a", "b"} <= kept else 10.0}
+
     res = greedy_search({"a": ["a"], "b": ["b"]}, ev, lambda m: m["err"] <= 1.0, lambda m: m["err"])
-    assert not res.met and res.kept_groups == ["a"]
+    assert not res.met and res.kept_groups == []
     assert "nothing lowers" in res.stop_reason
 
 
@@ -48,7 +51,7 @@ def test_unreachable_is_detected_in_one_evaluation():
 
 def test_max_steps():
     ev = _additive({k: 1.0 for k in "abcdef"}, 10.0)
-    res = greedy_search({k: [k] for k in "abcdef"}, ev, lambda m: m["err"] <= 0, lambda m: m["err"], max_steps=2)
+    res = greedy_search({k: [k] for k in "abcdef"}, ev, lambda m: m["err"] <= 4, lambda m: m["err"], max_steps=2)
     assert len(res.kept_groups) == 2 and "max steps" in res.stop_reason
 
 

@@ -31,21 +31,20 @@ STAGING_GLOB = ".repo-gen-staging-*"
 FOREIGN = "my_own_model"
 
 
-def _default_sigint() -> None:
-    # A shell's background job (`cmd &`, nohup) starts with SIGINT ignored, and Python then installs
-    # no KeyboardInterrupt handler: give the CLI the SIGINT a user's terminal would.
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
+# A shell's background job (`cmd &`, nohup) starts with SIGINT ignored, and an ignored signal stays
+# ignored across exec: the CLI under test would then install no KeyboardInterrupt handler. Give the
+# processes we start the SIGINT a user's terminal would.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def cli(args: list[str], timeout: float = 300, **kw) -> subprocess.CompletedProcess:
     """Run `repo-gen ARGS` (argv list, never a shell) and capture its output."""
-    kw.setdefault("preexec_fn", _default_sigint)
-    return subprocess.run([REPO_GEN, *args], capture_output=True, text=True, timeout=timeout, **kw)  # noqa: S603, PLW1509
+    return subprocess.run([REPO_GEN, *args], capture_output=True, text=True, timeout=timeout, **kw)  # noqa: S603
 
 
 def popen_cli(args: list[str], **kw) -> subprocess.Popen:
-    kw.setdefault("preexec_fn", _default_sigint)
-    return subprocess.Popen([REPO_GEN, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)  # noqa: S603, PLW1509
+    return subprocess.Popen([REPO_GEN, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)  # noqa: S603
 
 
 def error_lines(stderr: str) -> list[str]:
@@ -295,7 +294,7 @@ def served_cli(repo: Path, *extra: str, timeout: float = 180) -> Iterator[tuple[
     log = open(repo.parent / f"serve-{ports.http}.log", "w")  # noqa: SIM115 - closed below
     proc = subprocess.Popen([REPO_GEN, "serve", "--model-repository", str(repo), "--http-port", str(ports.http),  # noqa: S603
                              "--grpc-port", str(ports.grpc), "--metrics-port", str(ports.metrics), *extra],
-                            stdout=log, stderr=subprocess.STDOUT, text=True, preexec_fn=_default_sigint)  # noqa: PLW1509
+                            stdout=log, stderr=subprocess.STDOUT, text=True)
     proc.log_path = Path(log.name)  # type: ignore[attr-defined]
     try:
         wait_ready(f"127.0.0.1:{ports.http}", timeout)
