@@ -54,9 +54,11 @@ _TOOLS = ("torch", "timm", "onnx", "onnxruntime", "onnx-graphsurgeon", "numpy", 
           "scikit-image")  # the last three: FP16 conversion, image decoding, the built-in calibration photos
 _PKG_ROOT = Path(__file__).resolve().parent
 # repo-gen sources whose code decides each stage's artifacts (relative to the package).
+_FP32_SOURCES = ("torch", "onnx/export.py", "onnx/passes.py", "onnx/runner.py", "models", "build.py", "compare.py",
+                 "cache.py")
 STAGE_SOURCES = {
-    "fp32": ("torch", "onnx", "models", "build.py", "compare.py", "cache.py"),
-    "precision": ("torch", "onnx", "models", "build.py", "compare.py", "cache.py", "precision", "data"),
+    "fp32": _FP32_SOURCES,
+    "precision": (*_FP32_SOURCES, "onnx", "precision", "data"),
 }
 
 

@@ -352,7 +352,7 @@ def _match_core(softmax: gs.Node, outs: frozenset[str]) -> dict[str, Any]:
     if len(dtypes) > 1:
         raise _NoMatch(f"Q/K/V/O dtypes differ ({sorted(str(d) for d in dtypes)})")
     return {"q": q, "k": k, "v": v, "o": mm2.outputs[0], "scale": a * b, "nodes": [mm1, softmax, mm2, *q_nodes, *k_nodes],
-            "inner": inner + q_inner[:-1] + k_inner[:-1], "scale_nodes": scale_nodes,
+            "inner": inner + q_inner + k_inner, "scale_nodes": scale_nodes,
             "dtype": next(iter(dtypes)) if dtypes else None}
 
 

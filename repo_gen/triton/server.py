@@ -268,7 +268,8 @@ class TritonServer:
         if self.proc is None or self.proc.poll() is not None:
             return None if self.proc is None else self.proc.returncode
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGINT)
+            # SIGTERM, not SIGINT: a process started from a background shell ignores SIGINT.
+            os.killpg(self.proc.pid, signal.SIGTERM)
         try:
             return self.proc.wait(timeout_s)
         except subprocess.TimeoutExpired:

@@ -180,8 +180,12 @@ def test_mobilevit_s_reference(tmp_path):
     rep = plugin_rewrite_report(rewritten)
     assert (rep["layernorm"]["replaced"], rep["attention"]["replaced"]) == (21, 9)
     for batch in (1, 7):
-        errors = _errors(model, rewritten, _inputs(batch, seed=1))
-        assert max(errors.values()) <= FP32_TOL, errors
+        x = _inputs(batch, seed=1)
+        # Logits end to end; each plugin node locally. The intermediate tensors of the wider model drift
+        # up to ~1e-4 end to end (its sharper softmaxes amplify upstream float rounding), which
+        # `node_errors` separates from the nodes' own error.
+        assert _errors(model, rewritten, x)["logits"] <= FP32_TOL
+        assert max(node_errors(model, rewritten, {"input": x}, threads=2).values()) <= FP32_TOL
 
 
 # ----------------------------------------------------------------------------- precision variants
@@ -256,7 +260,7 @@ def test_int8_trt_form(xxs, xxs_path, tmp_path):
 # ----------------------------------------------------------------------------- unmatched patterns
 
 
-def _tiny(ln_axis: int = -1, d: int = 32, share_probs: bool = False) -> onnx.ModelProto:
+def _tiny(ln_axis: int = -1, d: int = 32, share: str | None = None) -> onnx.ModelProto:
     """x [B, 16, d] -> LayerNorm -> one-head attention on q = k = v = Unsqueeze(ln W) [B, 1, 16, d],
     scale on Q only (timm's non-fused path) -> Squeeze -> residual Add."""
     rng = np.random.default_rng(0)
@@ -282,9 +286,9 @@ def _tiny(ln_axis: int = -1, d: int = 32, share_probs: bool = False) -> onnx.Mod
         gs.Node("Add", "/Add", inputs=[x, t["o3"]], outputs=[out]),
     ]
     outputs = [out]
-    if share_probs:  # the probabilities are used twice: replacing the block would compute it twice
-        extra = gs.Variable("p_sum", np.float32)
-        nodes.append(gs.Node("ReduceSum", "/attn/ReduceSum", {"keepdims": 0}, [t["p"]], [extra]))
+    if share:  # an inner tensor used outside the block: replacing it would compute the block twice
+        extra = gs.Variable("shared_sum", np.float32)
+        nodes.append(gs.Node("ReduceSum", "/attn/ReduceSum", {"keepdims": 0}, [t[share]], [extra]))
         outputs.append(extra)
     model = gs.export_onnx(gs.Graph(nodes=nodes, inputs=[x], outputs=outputs, opset=17))
     model.ir_version = 8
@@ -316,7 +320,8 @@ def test_tiny_graph_layout0_with_a_constant_scale():
     ({"ln_axis": 1}, "layernorm", "not the last axis"),
     ({"d": 8}, "layernorm", "outside the plugin"),
     ({"d": 8}, "attention", "head dim 8 outside"),
-    ({"share_probs": True}, "attention", "p has 2 consumers"),
+    ({"share": "p"}, "attention", "p has 2 consumers"),
+    ({"share": "qs"}, "attention", "inner tensor qs is also used by ReduceSum"),
 ])
 def test_unmatched_patterns_stay_native(kw, kind, reason):
     model = _tiny(**kw)
