@@ -164,19 +164,19 @@ def load_plugins(registry: trt.IPluginRegistry, libs: tuple[Path, ...], required
     for lib in libs:
         path = Path(lib).absolute()
         if not path.is_file():
-            raise UserError(f"--trt-plugin-lib {path}: no such file; build the plugin library (plugins/) first "
+            raise UserError(f"--plugin-lib {path}: no such file; build the plugin library (plugins/) first "
                             "or pass --plugins off")
         try:
             registry.load_library(str(path))
         except Exception as e:  # TensorRT raises a bare RuntimeError/TypeError here
-            raise UserError(f"--trt-plugin-lib {path}: TensorRT could not load it ({e}); was it built against "
+            raise UserError(f"--plugin-lib {path}: TensorRT could not load it ({e}); was it built against "
                             f"this TensorRT ({tensorrt_version()})?") from e
         loaded.append(str(path))
     if required_ops:
         names = _creator_names(registry)
         missing = [op for op in required_ops if op not in names]
         if missing:
-            where = ", ".join(loaded) if loaded else "no plugin library (pass --trt-plugin-lib)"
+            where = ", ".join(loaded) if loaded else "no plugin library (pass --plugin-lib)"
             raise UserError(
                 f"{onnx.name}: op(s) {', '.join(missing)} need a TensorRT plugin creator, and none is registered "
                 f"after loading {where}; rebuild the plugin library with those creators or pass --plugins off"

@@ -98,7 +98,7 @@ def _candidates(cfg: BuildConfig, variant: PrecisionVariant, plugin_onnx: Path |
             raise UserError(f"--plugins on: no plugin graph was made for {variant.precision} (the ONNX plugin "
                             "rewrite did not run); pass --plugins off or auto")
         if lib is None:
-            raise UserError("--plugins on: pass --plugin-lib /abs/path/librepo_gen_plugins.so")
+            raise UserError("--plugins on: pass --plugin-lib /abs/path/libmobilevit_plugins.so")
     if plugin_onnx is None or lib is None:
         return [native]  # auto without a plugin graph or library: nothing to compare
     plugin = ("plugin", Path(plugin_onnx), (str(Path(lib).absolute()),))
