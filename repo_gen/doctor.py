@@ -41,10 +41,8 @@ def run_checks(repo: Path | None = None) -> list[Check]:
 
 
 def _trt_checks(repo: Path | None) -> list[Check]:
-    try:
-        from repo_gen.trt import doctor as trt_doctor
-    except ImportError:
-        return [Check("tensorrt", False, "repo_gen.trt not available", "")]
+    import repo_gen.trt.doctor as trt_doctor
+
     rows = [Check(*row) for row in trt_doctor.checks()]
     if repo is not None:
         rows += [Check(*row) for row in trt_doctor.check_plans(repo)]
