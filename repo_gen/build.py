@@ -55,6 +55,7 @@ class BuildReport:
     weights: dict = field(default_factory=dict)
     variants: list[dict] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    fidelity_md: str = ""
 
 
 def planned_models(cfg: BuildConfig) -> list[str]:
@@ -153,6 +154,8 @@ def build(cfg: BuildConfig, lock_timeout_s: float = 0.0) -> BuildReport:
             "notes": report.notes,
             "cache": cache.summary(),
         }
+        if report.fidelity_md:
+            tx.add_root_file(fidelity_file(cfg.model), f"# Fidelity of {cfg.model} variants vs FP32\n\n{report.fidelity_md}\n")
         with step("commit", t):
             tx.commit(record)
         report.entries = [e.__dict__ for e in tx.entries.values()]
@@ -248,6 +251,8 @@ def write_variants(
     assert cfg.image_size is not None
     data = cfg.data.to_dict()
     for v in variants:
+        if v.report.get("table_md") and not report.fidelity_md:
+            report.fidelity_md = v.report["table_md"]
         report.variants.append(
             {"precision": v.precision, "status": v.status, "status_reason": v.status_reason,
              "io_dtype": v.io_dtype, "fidelity": v.fidelity, "report": v.report}
@@ -263,7 +268,10 @@ def write_variants(
             name = triton_model_name(cfg.model, runtime, v.precision)
             d = tx.model_dir(name)
             backend = {"onnx": "onnxruntime", "py": "python", "trt": "tensorrt"}[runtime]
-            extra: dict[str, Any] = {"fidelity": v.fidelity}
+            # A plan compiles trt_onnx, whose fidelity (FP16 emulation / TensorRT-form Q/DQ) is
+            # measured separately from the CPU-served graph's.
+            fid = v.fidelity.get("trt", v.fidelity) if runtime == "trt" else v.fidelity
+            extra: dict[str, Any] = {"fidelity": fid}
             if runtime == "onnx":
                 files = write_onnxruntime_model(d, name, v.serve_onnx, **common)
                 rstatus, rreason = status, reason
@@ -374,6 +382,10 @@ def _existing_versions(model_dir: Path) -> list[int]:
     return [int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit()]
 
 
+def fidelity_file(model: str) -> str:
+    return f"FIDELITY_{model}.md"
+
+
 def print_summary(report: BuildReport) -> None:
     from rich.table import Table
 
@@ -388,6 +400,9 @@ def print_summary(report: BuildReport) -> None:
         worst = max([*ec["raw"].values(), *ec["cleaned"].values()])
         console.print(f"export check: max relative error vs PyTorch {worst:.2e} (tolerance {ec['tolerance']:.0e}), "
                       f"nodes {ec['nodes_raw']} -> {ec['nodes_cleaned']} after cleanup")
+    if report.fidelity_md:
+        console.print(f"fidelity vs FP32 (also in {report.repository}/{fidelity_file(report.model)}):")
+        console.print(report.fidelity_md, markup=False)
     console.print("time per stage (s): " + ", ".join(f"{k} {v:.2f}" for k, v in report.timings_s.items()))
     for n in report.notes:
         console.print(f"[bold yellow]note:[/] {n}")

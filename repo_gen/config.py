@@ -120,7 +120,7 @@ class BuildConfig:
     calib_method: str = "max"
     eval_dir: Path | None = None
     eval_count: int = 64
-    fp16_tolerance: float = 1e-3
+    fp16_tolerance: float = 5e-3
     int8_tolerance: float = 0.99
     trt_plugin_lib: Path | None = None
     builder_opt_level: int = 3

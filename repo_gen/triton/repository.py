@@ -103,6 +103,19 @@ def write_json_atomic(path: Path, data: Any) -> None:
         raise
 
 
+def write_text_atomic(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
 @contextlib.contextmanager
 def _lock_dir(directory: Path, wait_s: float) -> Iterator[None]:
     fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
@@ -162,6 +175,7 @@ class RepositoryTransaction:
         self.lock_timeout_s = lock_timeout_s
         self.keep_versions = keep_versions
         self.entries: dict[str, ModelEntry] = {}
+        self.root_files: dict[str, str] = {}  # name -> text, written at the repository root on commit
         self.staging: Path | None = None
         self.work: Path | None = None
         self.manifest: dict[str, Any] = {}
@@ -250,6 +264,12 @@ class RepositoryTransaction:
                                         ignore=shutil.ignore_patterns("__pycache__"))
         return d
 
+    def add_root_file(self, name: str, text: str) -> None:
+        """A report file (e.g. the fidelity table) at the repository root; Triton ignores root files."""
+        if "/" in name or name.startswith(".") or name == MANIFEST_NAME:
+            raise BuildFailure(f"bad root file name {name!r} (repo-gen bug)")
+        self.root_files[name] = text
+
     def add(self, entry: ModelEntry) -> None:
         self.entries[entry.name] = entry
 
@@ -286,6 +306,8 @@ class RepositoryTransaction:
             builds = dict(manifest.get("builds", {}))
             builds[build_record["model"]] = build_record
             manifest["builds"] = dict(sorted(builds.items()))
+            for fname, text in self.root_files.items():
+                write_text_atomic(self.repo / fname, text)
             write_json_atomic(self.repo / MANIFEST_NAME, manifest)
         except BaseException:
             for d in moved_in:
