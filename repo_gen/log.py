@@ -17,7 +17,8 @@ from rich.logging import RichHandler
 
 from repo_gen.errors import RepoGenError, UserError
 
-console = Console(stderr=True, highlight=False)
+# Wide when piped into a log, so tables are not folded at 80 columns.
+console = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 150)
 logger = logging.getLogger("repo_gen")
 _warned: set[str] = set()
 
