@@ -48,12 +48,18 @@ def repo_copy(fp32_repo, tmp_path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def triton(fp32_repo):
-    """A tritonserver serving `fp32_repo` on free loopback ports (session-wide)."""
+def triton(fp32_repo, tmp_path_factory):
+    """A tritonserver serving a copy of `fp32_repo` on free loopback ports (session-wide).
+
+    A copy, because the python backend writes __pycache__ into the repository it serves, and
+    other tests compare `fp32_repo` byte for byte with fresh builds.
+    """
     _need_tritonserver()
     from repo_gen.triton.server import TritonServer, free_ports
 
-    server = TritonServer(fp32_repo, ports=free_ports(), exit_on_error=False)
+    served = tmp_path_factory.mktemp("served") / "model_repository"
+    shutil.copytree(fp32_repo, served)
+    server = TritonServer(served, ports=free_ports(), exit_on_error=False)
     server.start(timeout_s=180)
     yield server
     server.stop()

@@ -31,9 +31,9 @@ def _png_ok(path):
 
 
 @pytest.mark.slow
-def test_bench_cli_starts_server_and_writes_csv_report_plots(fp32_repo, perf_analyzer, tmp_path):
+def test_bench_cli_starts_server_and_writes_csv_report_plots(repo_copy, perf_analyzer, tmp_path):
     out = tmp_path / "bench"
-    code = main(["bench", "--model-repository", str(fp32_repo), "--models", PY_MODEL, "--concurrency", "1:2",
+    code = main(["bench", "--model-repository", str(repo_copy), "--models", PY_MODEL, "--concurrency", "1:2",
                  "--batch-sizes", "1,2", "--output", str(out), "--latency-budget-ms", "10000", *FAST])
     assert code == 0
     rows = list(csv.DictReader((out / "results.csv").open()))

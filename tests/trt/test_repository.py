@@ -143,7 +143,7 @@ def test_plugins_auto_without_plugin_graph_builds_native(tmp_path, make_cfg, var
 def test_plugins_on_needs_graph_and_library(tmp_path, make_cfg, variant, onnx_files):
     with pytest.raises(UserError, match="--plugins on"):
         _write(tmp_path, make_cfg(plugins="on"), variant)
-    with pytest.raises(UserError, match="--trt-plugin-lib"):
+    with pytest.raises(UserError, match="--plugin-lib"):
         _write(tmp_path / "b", make_cfg(plugins="on"), variant, plugin_onnx=onnx_files["plugin"])
 
 
