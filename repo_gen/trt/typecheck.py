@@ -142,10 +142,13 @@ def run_mypy(stubs: Path, targets: tuple[str, ...] = TARGETS, cwd: Path | None =
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    ap.add_argument("--stubs-dir", type=Path, default=Path(".cache/trt-stubs"))
+    # The repaired copy of the third-party stubs lives in the user cache, never in the repository.
+    ap.add_argument("--stubs-dir", type=Path, default=None, help="where to put the repaired stubs (default: user cache)")
     ap.add_argument("targets", nargs="*", default=list(TARGETS))
     args = ap.parse_args(argv)
-    stubs = prepare_stubs(args.stubs_dir.absolute())
+    from repo_gen.tools import cache_dir
+
+    stubs = prepare_stubs((args.stubs_dir or cache_dir() / "trt-stubs").absolute())
     res = run_mypy(stubs, tuple(args.targets))
     sys.stdout.write(res.stdout)
     sys.stderr.write(res.stderr)
