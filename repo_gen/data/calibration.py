@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from repo_gen.data.images import ImageSet, builtin_photos, list_images, load_dir
+from repo_gen.data.images import ImageSet, builtin_photos, list_images, load_dir, load_files
 from repo_gen.errors import UserError
 from repo_gen.log import logger, warn_once
 from repo_gen.models import DataConfig
@@ -79,26 +79,8 @@ def _load_spread(root: Path, files: list[Path], data: DataConfig, count: int, se
     """Up to `count` decodable images of `files` in a seeded random order, so that a folder sorted
     by class (`0/..., 1/..., ...`) still gives every class to a small `--calib-count`; unreadable
     files met on the way are skipped, counted and named."""
-    from repo_gen.data.preprocess import ImageError, decode_image, preprocess
-
-    size = data.input_size[1]
     order = np.random.default_rng(seed).permutation(len(files)) if len(files) > count else range(len(files))
-    tensors: list[np.ndarray] = []
-    names: list[str] = []
-    skipped: list[tuple[str, str]] = []
-    for i in order:
-        if len(tensors) >= count:
-            break
-        path = files[i]
-        try:
-            img = decode_image(path.read_bytes())
-        except (ImageError, OSError) as e:
-            skipped.append((str(path), str(e)))
-            continue
-        tensors.append(preprocess(img, size, data.interpolation, data.crop_pct, data.mean, data.std))
-        names.append(str(path.relative_to(root)))
-    arr = np.stack(tensors) if tensors else np.zeros((0, 3, size, size), np.float32)
-    return ImageSet(arr, names, skipped)
+    return load_files(root, (files[i] for i in order), data, count)
 
 
 def _class_index(folder: str, num_classes: int, synsets: list[str] | None) -> int | None:
@@ -157,25 +139,14 @@ def load_eval(eval_dir: Path | None, data: DataConfig, count: int, num_classes: 
             if depth < len(files) and len(picked) < count:
                 picked.append((files[depth], index[name]))
         depth += 1
-    from repo_gen.data.images import ImageSet as _Set
-    from repo_gen.data.preprocess import ImageError, decode_image, preprocess
-
-    size = data.input_size[1]
-    tensors, names, labels, skipped = [], [], [], []
-    for path, lbl in picked:
-        try:
-            img = decode_image(path.read_bytes())
-        except (ImageError, OSError) as e:
-            skipped.append((str(path), str(e)))
-            continue
-        tensors.append(preprocess(img, size, data.interpolation, data.crop_pct, data.mean, data.std))
-        names.append(str(path.relative_to(eval_dir)))
-        labels.append(lbl)
-    if not tensors:
-        raise UserError(f"--eval-dir {eval_dir}: none of the images could be decoded (e.g. {skipped[0][0]})")
-    if skipped:
-        logger.warning(f"--eval-dir {eval_dir}: skipped {len(skipped)} unreadable file(s), e.g. {skipped[0][0]}")
-    return LabeledSet(_Set(np.stack(tensors), names, skipped), np.asarray(labels, np.int64), [d.name for d in subdirs])
+    loaded = load_files(eval_dir, [path for path, _ in picked], data)
+    label_of = {str(path.relative_to(eval_dir)): lbl for path, lbl in picked}
+    if not loaded.names:
+        raise UserError(f"--eval-dir {eval_dir}: none of the images could be decoded (e.g. {loaded.skipped[0][0]})")
+    if loaded.skipped:
+        logger.warning(f"--eval-dir {eval_dir}: skipped {len(loaded.skipped)} unreadable file(s), e.g. {loaded.skipped[0][0]}")
+    labels = np.asarray([label_of[n] for n in loaded.names], np.int64)
+    return LabeledSet(loaded, labels, [d.name for d in subdirs])
 
 
 def overlap(calib: ImageSet, ev: ImageSet, calib_dir: Path | None, eval_dir: Path | None) -> int:

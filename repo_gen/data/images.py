@@ -5,6 +5,7 @@ Unreadable files are skipped and counted, never fatal: `ImageSet.skipped` names 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,13 +36,14 @@ def list_images(directory: Path) -> list[Path]:
     return sorted(p for p in Path(directory).rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
-def load_dir(directory: Path, data: DataConfig, count: int | None = None) -> ImageSet:
-    """Preprocess up to `count` images found recursively under `directory` (sorted by path)."""
+def load_files(root: Path, paths: Iterable[Path], data: DataConfig, count: int | None = None) -> ImageSet:
+    """Preprocess up to `count` decodable images of `paths`, in order; unreadable files are
+    skipped and named in `skipped`. `names` are paths relative to `root`."""
     size = data.input_size[1]
     tensors: list[np.ndarray] = []
     names: list[str] = []
     skipped: list[tuple[str, str]] = []
-    for path in list_images(directory):
+    for path in paths:
         if count is not None and len(tensors) >= count:
             break
         try:
@@ -50,9 +52,14 @@ def load_dir(directory: Path, data: DataConfig, count: int | None = None) -> Ima
             skipped.append((str(path), str(e)))
             continue
         tensors.append(preprocess(img, size, data.interpolation, data.crop_pct, data.mean, data.std))
-        names.append(str(path.relative_to(directory)))
+        names.append(str(path.relative_to(root)))
     arr = np.stack(tensors) if tensors else np.zeros((0, 3, size, size), np.float32)
     return ImageSet(arr, names, skipped)
+
+
+def load_dir(directory: Path, data: DataConfig, count: int | None = None) -> ImageSet:
+    """Preprocess up to `count` images found recursively under `directory` (sorted by path)."""
+    return load_files(Path(directory), list_images(directory), data, count)
 
 
 def skimage_photos() -> list[tuple[str, Any]]:
