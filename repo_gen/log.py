@@ -1,6 +1,6 @@
-"""One logger for the whole tool, plus timed steps and progress bars for long stages.
+"""One logger for the whole tool, plus timed steps for long stages.
 
-`critical()` logs and raises, so there is one way to fail (Polygraphy's pattern).
+Failing is raising a `repo_gen.errors` type; the CLI prints it once and maps it to an exit code.
 Messages go to stderr; machine-readable output (JSON, tables meant for piping) goes to stdout.
 """
 
@@ -14,8 +14,6 @@ from collections.abc import Iterator
 
 from rich.console import Console
 from rich.logging import RichHandler
-
-from repo_gen.errors import RepoGenError, UserError
 
 # Wide when piped into a log, so tables are not folded at 80 columns.
 console = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 150)
@@ -39,11 +37,6 @@ def warn_once(message: str) -> None:
         logger.warning(message)
 
 
-def critical(message: str, exc: type[RepoGenError] = UserError) -> None:
-    """Log `message` and raise `exc(message)`; the default type means the input was bad."""
-    raise exc(message)
-
-
 @contextlib.contextmanager
 def step(name: str, timings: dict[str, float] | None = None) -> Iterator[None]:
     """Time a stage: logs start and finish, records seconds into `timings[name]`."""
@@ -57,6 +50,3 @@ def step(name: str, timings: dict[str, float] | None = None) -> Iterator[None]:
             timings[name] = round(timings.get(name, 0.0) + dt, 3)
     logger.info(f"[{name}] done in {dt:.2f} s")
 
-
-def progress_enabled() -> bool:
-    return sys.stderr.isatty()

@@ -5,8 +5,6 @@ Each pass returns the model and logs node counts before and after, so a no-op sh
 
 from __future__ import annotations
 
-from collections import Counter
-
 import onnx
 import onnx_graphsurgeon as gs
 
@@ -16,9 +14,6 @@ from repo_gen.log import logger
 def _count(model: onnx.ModelProto) -> int:
     return len(model.graph.node)
 
-
-def op_histogram(model: onnx.ModelProto) -> dict[str, int]:
-    return dict(sorted(Counter(n.op_type for n in model.graph.node).items()))
 
 
 def cleanup_graph(model: onnx.ModelProto) -> onnx.ModelProto:

@@ -261,7 +261,6 @@ def make_int8(ctx: PrecisionContext, timings: dict) -> PrecisionVariant:
         "rows": rows,
         "data": ctx.data_report,
     }
-    timings["int8 calibration (collect ranges)"] = calib["seconds"]
     fid = dict(fid_cpu)
     fid["trt"] = fid_trt
     fid["tolerance"] = report["tolerance"]
