@@ -35,7 +35,7 @@ from repo_gen.cache import (
     store_variants,
 )
 from repo_gen.compare import max_relative_error
-from repo_gen.config import BuildConfig, triton_model_name
+from repo_gen.config import DEFAULT_INSTANCES, BuildConfig, triton_model_name
 from repo_gen.errors import BuildFailure
 from repo_gen.labels import labels_for
 from repo_gen.log import console, logger, step
@@ -258,8 +258,7 @@ def write_variants(
              "io_dtype": v.io_dtype, "fidelity": v.fidelity, "report": v.report}
         )
         common: dict[str, Any] = dict(version=cfg.version, image_size=cfg.image_size, num_classes=num_classes, labels=labels,
-                      max_batch=cfg.max_batch, io_dtype=v.io_dtype, instance_count=cfg.instance_count,
-                      max_queue_delay_us=cfg.max_queue_delay_us)
+                      max_batch=cfg.max_batch, io_dtype=v.io_dtype, max_queue_delay_us=cfg.max_queue_delay_us)
         status = v.status
         reason = v.status_reason
         if status == "inaccurate" and cfg.allow_inaccurate:
@@ -272,6 +271,7 @@ def write_variants(
             # measured separately from the CPU-served graph's.
             fid = v.fidelity.get("trt", v.fidelity) if runtime == "trt" else v.fidelity
             extra: dict[str, Any] = {"fidelity": fid}
+            common["instance_count"] = cfg.instance_count or DEFAULT_INSTANCES[runtime]
             if runtime == "onnx":
                 files = write_onnxruntime_model(d, name, v.serve_onnx, **common)
                 rstatus, rreason = status, reason

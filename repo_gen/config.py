@@ -19,6 +19,11 @@ PRECISIONS = ("fp32", "fp16", "int8")
 # "py": Triton's python backend running ONNX Runtime (any tritonserver, the CPU one here);
 # "trt": Triton's tensorrt backend with a TensorRT plan.
 RUNTIMES = ("onnx", "py", "trt")
+# instance_group count when --instance-count is not given. Python-backend models get 2: each
+# request batch makes a round trip between Triton and the model's stub process, and a second
+# instance computes while the first waits (the cores are shared between them, see the template).
+# mobilevit_xxs at concurrency 8 on 2 cores: 119 vs 97 infer/s (benchmarks/RESULTS.md, Foundation).
+DEFAULT_INSTANCES = {"onnx": 1, "py": 2, "trt": 1}
 TRITON_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
 
@@ -90,7 +95,7 @@ class BuildConfig:
         runtimes: which serving variants to write.
         opset: ONNX opset (>= 17, for LayerNormalization).
         version: Triton model version directory to write.
-        instance_count: instances per model in `instance_group`.
+        instance_count: instances per model in `instance_group`; None: DEFAULT_INSTANCES per runtime.
         max_queue_delay_us: dynamic batcher queue delay.
         use_cache: reuse stage artifacts from the content-hash stage cache (`repo_gen.cache`);
             False (`--no-cache`) runs every stage and stores nothing.
@@ -107,7 +112,7 @@ class BuildConfig:
     runtimes: tuple[str, ...] = RUNTIMES
     opset: int = 17
     version: int = 1
-    instance_count: int = 1
+    instance_count: int | None = None
     max_queue_delay_us: int = 100
     seed: int = 0
     export_tolerance: float = 1e-4
@@ -160,7 +165,7 @@ class BuildConfig:
             raise UserError(f"--opset {self.opset}: must be >= 17 (LayerNormalization needs opset 17)")
         if self.version < 1:
             raise UserError(f"--version {self.version}: Triton model versions start at 1")
-        if not 1 <= self.instance_count <= 64:
+        if self.instance_count is not None and not 1 <= self.instance_count <= 64:
             raise UserError(f"--instance-count {self.instance_count}: must be from 1 to 64")
         if self.max_queue_delay_us < 0:
             raise UserError(f"--max-queue-delay-us {self.max_queue_delay_us}: must be >= 0")

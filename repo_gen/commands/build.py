@@ -37,7 +37,8 @@ def add_parser(sub) -> None:
     o.add_argument("--runtimes", default=",".join(RUNTIMES), metavar="LIST", help=f"comma list of {','.join(RUNTIMES)}")
     o.add_argument("--no-pipeline", dest="pipeline", action="store_false", help="do not write the image-bytes -> labels ensemble")
     o.add_argument("--version", dest="model_version", type=int, default=1, metavar="N", help="Triton version directory to write")
-    o.add_argument("--instance-count", type=int, default=1, metavar="N", help="instances per model (instance_group count)")
+    o.add_argument("--instance-count", type=int, default=None, metavar="N",
+                   help="instances per model (instance_group count; default 2 for python-backend models, 1 for others)")
     o.add_argument("--max-queue-delay-us", type=int, default=100, metavar="US", help="dynamic batcher max_queue_delay_microseconds")
     o.add_argument("--opset", type=int, default=17, help="ONNX opset (>= 17)")
     o.add_argument("--lock-timeout", type=float, default=0.0, metavar="S", help="wait this long for another build on the same repository")

@@ -242,9 +242,9 @@ def with_value(c: Candidate, dim: str, value: Any, tie_threads: bool, cores: int
     d["preferred_batch_sizes"] = tuple(d["preferred_batch_sizes"])
     d[dim] = tuple(value) if dim == "preferred_batch_sizes" else value
     if dim == "instance_count" and tie_threads and c.intra_op_threads is not None:
-        threads = max(1, cores // value)
-        # 0 means "every core" to the generated model.py: keep it rather than measure a twin.
-        d["intra_op_threads"] = 0 if c.intra_op_threads == 0 and threads == cores else threads
+        # 0 means "the cores shared among the instances" to the generated model.py, i.e. exactly
+        # this tie: keep it rather than measure a twin.
+        d["intra_op_threads"] = 0 if c.intra_op_threads == 0 else max(1, cores // value)
     if dim == "max_batch_size":
         d["preferred_batch_sizes"] = tuple(b for b in d["preferred_batch_sizes"] if b <= value)
     return Candidate(**d)

@@ -93,8 +93,9 @@ def write_python_onnx_model(
     """A model for Triton's python backend: generated model.py runs the ONNX file with ORT (CPU).
 
     Any tritonserver has the python backend, including the CPU-only one in the nvidia-pytriton
-    wheel. `intra_op_threads` 0 means "all CPUs the server process may use". Warm-up at batch 1
-    only: on a CPU a max-batch warm-up costs seconds of load time and primes nothing extra.
+    wheel. `intra_op_threads` 0 means "the CPUs the server process may use, shared evenly among
+    the instances". Warm-up at batch 1 only: on a CPU a max-batch warm-up costs seconds of load
+    time and primes nothing extra.
     """
     inp, out = classifier_io(image_size, num_classes, io_dtype)
     spec = ModelConfigSpec(

@@ -30,7 +30,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from repo_gen.config import BuildConfig
+from repo_gen.config import DEFAULT_INSTANCES, BuildConfig
 from repo_gen.errors import UserError
 from repo_gen.log import logger
 from repo_gen.onnx.export import INPUT_NAME
@@ -170,7 +170,7 @@ def write_tensorrt_model(
         platform="tensorrt_plan",
         max_queue_delay_us=cfg.max_queue_delay_us,
         preferred_batch_sizes=preferred,
-        instance_count=cfg.instance_count,
+        instance_count=cfg.instance_count or DEFAULT_INSTANCES["trt"],
         instance_kind="KIND_GPU",
         warmup=warmups(inp, prof.warmup_batch_sizes(profile.max_batch)),
         parameters={"execution_context_allocation_strategy": ALLOCATION_STRATEGY},

@@ -80,9 +80,13 @@ def test_grid_2x2_visits_each_candidate_once_and_picks_the_best():
     grid = TuneGrid(instance_counts=[1, 2], max_queue_delays_us=[0, 100], max_batch_sizes=[16], preferred_batch_sizes=[()])
     table = {(1, 100): 10.0, (2, 100): 20.0, (2, 0): 25.0}
     best, seen, calls = _search(lambda c: table[(c.instance_count, c.max_queue_delay_us)], grid)
-    assert best == Candidate(2, 1, 0, 16)  # threads tied to instances: 2 cores // 2
+    # threads 0 is model.py's "cores // instances": already tied, so it stays 0
+    assert best == Candidate(2, 0, 0, 16)
     assert len(seen) == 3  # start, 2 instances; then delay 0 (delay 100 is the current best, scored already)
     assert calls[0] == Candidate(1, 0, 100, 16)  # the current config is measured first (the "before")
+    # explicit threads are re-tied to the instance count: 2 cores // 2 instances
+    best, _, _ = _search(lambda c: table[(c.instance_count, c.max_queue_delay_us)], grid, start=Candidate(1, 2, 100, 16))
+    assert best == Candidate(2, 1, 0, 16)
 
 
 def test_grid_stops_growing_a_dimension_when_gain_below_5_percent():
