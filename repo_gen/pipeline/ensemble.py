@@ -39,11 +39,11 @@ from typing import Any
 
 from repo_gen.errors import BuildFailure
 from repo_gen.triton.config import EnsembleStep, ModelConfigSpec, TensorSpec
+from repo_gen.triton.models import LABELS_FILE, write_config_and_labels
 from repo_gen.triton.render import parse_config, render_config, render_template
 from repo_gen.triton.repository import ModelEntry
 
 IMAGE_INPUT = "IMAGE"
-LABELS_FILE = "labels.txt"
 PREPROCESS_FILE = Path(__file__).resolve().parents[1] / "data" / "preprocess.py"
 
 # (runtime, precision), best first. TensorRT: FP16 before INT8 (FP16 keeps accuracy; INT8
@@ -169,9 +169,7 @@ def write_ensemble_model(
     )
     # An ensemble needs a version directory, even an empty one.
     (model_dir / str(version)).mkdir(parents=True, exist_ok=True)
-    (model_dir / "config.pbtxt").write_text(render_config(spec))
-    (model_dir / LABELS_FILE).write_text("\n".join(labels) + "\n")
-    return ["config.pbtxt", LABELS_FILE]
+    return write_config_and_labels(model_dir, spec, labels)
 
 
 def write_pipeline(cfg: Any, tx: Any, labels: list[str], report: Any) -> list[ModelEntry]:

@@ -32,10 +32,20 @@ def warmups(inp: TensorSpec, batch_sizes: list[int]) -> list[WarmupSpec]:
     ]
 
 
-def _write_common(model_dir: Path, spec: ModelConfigSpec, labels: list[str]) -> list[str]:
+def write_config_and_labels(model_dir: Path, spec: ModelConfigSpec, labels: list[str]) -> list[str]:
+    """config.pbtxt rendered from `spec` and the labels.txt its outputs' label_filename names."""
     (model_dir / "config.pbtxt").write_text(render_config(spec))
     (model_dir / LABELS_FILE).write_text("\n".join(labels) + "\n")
     return ["config.pbtxt", LABELS_FILE]
+
+
+def _write_onnx_model_dir(model_dir: Path, spec: ModelConfigSpec, labels: list[str], version: int, onnx_file: Path) -> list[str]:
+    """config.pbtxt, labels.txt and `<version>/model.onnx`: what both ONNX-serving variants share."""
+    files = write_config_and_labels(model_dir, spec, labels)
+    vdir = model_dir / str(version)
+    vdir.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(onnx_file, vdir / "model.onnx")
+    return files + [f"{version}/model.onnx"]
 
 
 def write_onnxruntime_model(
@@ -70,10 +80,7 @@ def write_onnxruntime_model(
         instance_kind="KIND_AUTO",
         warmup=warmups(inp, [1, max_batch]),
     )
-    vdir = model_dir / str(version)
-    vdir.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(onnx_file, vdir / "model.onnx")
-    return _write_common(model_dir, spec, labels) + [f"{version}/model.onnx"]
+    return _write_onnx_model_dir(model_dir, spec, labels, version, onnx_file)
 
 
 def write_python_onnx_model(
@@ -112,11 +119,9 @@ def write_python_onnx_model(
         parameters={"intra_op_threads": str(intra_op_threads)},
         default_model_filename="model.onnx",
     )
-    vdir = model_dir / str(version)
-    vdir.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(onnx_file, vdir / "model.onnx")
+    files = _write_onnx_model_dir(model_dir, spec, labels, version, onnx_file)
     code = render_template(
         "python_onnx_model.py.j2", input_name=INPUT_NAME, output_name=OUTPUT_NAME, onnx_file="model.onnx"
     )
-    (vdir / "model.py").write_text(code)
-    return _write_common(model_dir, spec, labels) + [f"{version}/model.onnx", f"{version}/model.py"]
+    (model_dir / str(version) / "model.py").write_text(code)
+    return files + [f"{version}/model.py"]

@@ -36,8 +36,8 @@ from repo_gen.log import logger
 from repo_gen.onnx.export import INPUT_NAME
 from repo_gen.precision import PrecisionVariant
 from repo_gen.triton.config import ModelConfigSpec
-from repo_gen.triton.models import LABELS_FILE, classifier_io, warmups
-from repo_gen.triton.render import render_config, render_template
+from repo_gen.triton.models import classifier_io, warmups, write_config_and_labels
+from repo_gen.triton.render import render_template
 from repo_gen.trt import profile as prof
 from repo_gen.trt.trtexec import (
     LAYER_INFO_NAME,
@@ -177,12 +177,11 @@ def write_tensorrt_model(
         cuda_graph_batch_sizes=graphs,
         default_model_filename=PLAN_NAME,
     )
-    (model_dir / "config.pbtxt").write_text(render_config(spec))
-    (model_dir / LABELS_FILE).write_text("\n".join(labels) + "\n")
+    files = write_config_and_labels(model_dir, spec, labels)
     shutil.copyfile(onnx_src, model_dir / ONNX_NAME)
     rebuild = _rebuild_spec(cfg, profile, libs, ONNX_NAME)
     _write_script(model_dir / SCRIPT_NAME, render_rebuild_script(rebuild, name))
-    files = ["config.pbtxt", LABELS_FILE, ONNX_NAME, SCRIPT_NAME, README_NAME]
+    files += [ONNX_NAME, SCRIPT_NAME, README_NAME]
 
     alternatives = ""
     pending_plugin = cfg.plugins == "auto" and not build_here and len(candidates) > 1
