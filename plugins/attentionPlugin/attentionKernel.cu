@@ -1,6 +1,7 @@
 #include "attentionKernel.h"
 
 #include "common/cudaCheck.h"
+#include "common/deviceInfo.h"
 
 #include <cuda_fp16.h>
 
@@ -11,7 +12,8 @@ namespace
 constexpr float kLog2e = 1.4426950408889634F;
 
 // ------------------------------------------------------------------------------------------
-// FP16: flash-attention style, mma.sync m16n8k16 (FP16 in, FP32 accumulate).
+// FP16: flash-attention style, mma.sync m16n8k16 (FP16 in, FP32 accumulate). This kernel serves
+// N <= 32 and N > 64; 32 < N <= 64 has its own kernel (attentionF16SingleTileKernel, below).
 //
 // A CTA is 4 warps. Warps form groups of kWpg warps; a group owns one work item, i.e.
 // 16 * kWpg query rows of one (sequence, head) pair, and walks that pair's keys in tiles of
@@ -23,14 +25,13 @@ constexpr float kLog2e = 1.4426950408889634F;
 constexpr int32_t kWarps = 4;
 constexpr int32_t kThreads = kWarps * 32;
 constexpr int32_t kRows = 64; // shared-memory rows per Q/K/V buffer (= 16 * kWarps)
-// CTAs per SM asked of ptxas for single-tile kernels (N <= 64): 6 caps kHd <= 32 at 80 registers
-// without spills, 5 keeps kHd = 48 spill-free (6 spilled 64 bytes); kHd = 64 is left uncapped.
+// CTAs per SM asked of ptxas for single-tile kernels (one key tile: N <= 32 here): 6 caps
+// kHd <= 32 at 80 registers, 5 caps kHd = 48 at 96; kHd = 64 is left uncapped.
 template <int32_t kHd, int32_t kStages>
 constexpr int32_t minBlocks()
 {
     return kStages != 1 ? 1 : (kHd <= 32 ? 6 : (kHd == 48 ? 5 : 1));
 }
- // CTAs per SM asked of ptxas for single-tile kernels
 
 struct GroupPointers
 {
@@ -362,6 +363,424 @@ __global__ void __launch_bounds__(kThreads, minBlocks<kHd, kStages>()) attention
     }
 }
 
+template <int32_t kVec>
+__device__ __forceinline__ void storeChunk(__half* dst, __half const* src)
+{
+    if constexpr (kVec == 8)
+    {
+        *reinterpret_cast<uint4*>(dst) = *reinterpret_cast<uint4 const*>(src);
+    }
+    else if constexpr (kVec == 4)
+    {
+        *reinterpret_cast<uint2*>(dst) = *reinterpret_cast<uint2 const*>(src);
+    }
+    else if constexpr (kVec == 2)
+    {
+        *reinterpret_cast<uint32_t*>(dst) = *reinterpret_cast<uint32_t const*>(src);
+    }
+    else
+    {
+        *dst = *src;
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// FP16, 32 < N <= 64: all keys of a pair fit in one 64-key tile, so the softmax needs no online
+// rescaling. One CTA per work item = 16 * kRB query rows of one pair; the CTA is kRB x kSplit
+// warps, warp (rb, kp) owning query rows 16*rb..16*rb+15 of the item and the kp-th of kSplit
+// slices of the keys. Two shapes are used:
+//   kRB = 4, kSplit = 1: a CTA per pair, each warp all 64 keys of its rows (K, V read once);
+//   kRB = 1, kSplit = 4: four CTAs per pair, each warp 16 keys of 16 rows; for few pairs (small
+//     batches) the launch spreads over 4x the multiprocessors and each warp's chain of dependent
+//     instructions, which bounds a latency-bound launch, is a quarter as long. Every warp writes
+//     its unnormalised partial (O, row max, row sum) to shared memory; all threads then merge
+//     the slices and store 8-column chunks of the output.
+// Q and K arrive in one cp.async group and V in a second, so S and the softmax are computed while
+// V is still in flight. Fragments come through ldmatrix (x4: Q as A, K as B, V transposed as B).
+// Loads: thread i copies column chunk i % kCpr of rows i / kCpr + n * kRowStep (fixed strides,
+// a few instructions per 16-byte chunk). A full tile (N = 64) skips the key mask.
+// ------------------------------------------------------------------------------------------
+template <int32_t kHd, int32_t kRB, int32_t kSplit>
+struct SingleTileShape
+{
+    static constexpr int32_t kTile = 64;                 // keys (and rows of K, V) per pair
+    static constexpr int32_t kThreads = kRB * kSplit * 32;
+    static constexpr int32_t kLds = kHd + 8;             // halves per smem row (conflict-free ldmatrix)
+    static constexpr int32_t kQRows = 16 * kRB;          // query rows per item
+    static constexpr int32_t kQBlocks = kTile / kQRows;  // items per pair
+    static constexpr int32_t kKvElems = (kQRows + 2 * kTile) * kLds;
+    static constexpr int32_t kXLd = kHd + 8;             // floats per row of a partial O
+    static constexpr int32_t kSlotFloats = 16 * kXLd + 2 * 16; // partial O, row maxima, row sums
+    static constexpr size_t kSmemBytes = static_cast<size_t>(kKvElems) * sizeof(__half)
+        + (kSplit > 1 ? static_cast<size_t>(kRB) * kSplit * kSlotFloats * sizeof(float) : 0);
+    static_assert(kTile % kQRows == 0, "an item holds query rows of one pair");
+};
+
+template <int32_t kHd, int32_t kRB, int32_t kSplit>
+constexpr int32_t singleTileMinBlocks()
+{
+    // Cap registers where occupancy is the point: the CTA-per-pair shape serves large batches.
+    return kRB == 4 && kSplit == 1 ? (kHd <= 32 ? 6 : (kHd == 48 ? 5 : 1)) : 1;
+}
+
+// Store the first min(8, limit) of 8 packed halves to dst in kVec-wide pieces (dst kVec-aligned).
+template <int32_t kVec>
+__device__ __forceinline__ void storeEight(__half* dst, uint32_t const (&pk)[4], int32_t limit)
+{
+    if constexpr (kVec == 8)
+    {
+        *reinterpret_cast<uint4*>(dst) = make_uint4(pk[0], pk[1], pk[2], pk[3]);
+    }
+    else if constexpr (kVec == 4)
+    {
+        *reinterpret_cast<uint2*>(dst) = make_uint2(pk[0], pk[1]);
+        if (limit > 4)
+        {
+            *reinterpret_cast<uint2*>(dst + 4) = make_uint2(pk[2], pk[3]);
+        }
+    }
+    else
+    {
+#pragma unroll
+        for (int32_t e = 0; e < 4; ++e)
+        {
+            if constexpr (kVec == 2)
+            {
+                if (2 * e < limit)
+                {
+                    *reinterpret_cast<uint32_t*>(dst + 2 * e) = pk[e];
+                }
+            }
+            else
+            {
+                __half2 const h = *reinterpret_cast<__half2 const*>(&pk[e]);
+                if (2 * e < limit)
+                {
+                    dst[2 * e] = __low2half(h);
+                }
+                if (2 * e + 1 < limit)
+                {
+                    dst[2 * e + 1] = __high2half(h);
+                }
+            }
+        }
+    }
+}
+
+__device__ __forceinline__ void ldmatrixX4(uint32_t (&r)[4], void const* p)
+{
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(smemAddr(p)));
+}
+
+// 2^x with the MUFU unit (flushes denormal results to 0; only used on arguments <= 0).
+__device__ __forceinline__ float fastExp2(float x)
+{
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+    return y;
+}
+
+// Element offset of pair `pair`'s first row in a tensor with strides `s`.
+__device__ __forceinline__ int64_t pairOffset(AttentionStrides const& s, int32_t pair, int32_t heads)
+{
+    int32_t const b = pair / heads;
+    return b * s.batch + (pair - b * heads) * s.head;
+}
+
+// Issue the cp.async copies of matrices [whichBegin, whichEnd) (0 = this item's Q rows, 1 = K,
+// 2 = V of its pair) into shared memory, zero-filling rows past N, columns past the head dim and
+// everything of a pair past the end.
+template <int32_t kHd, int32_t kRB, int32_t kSplit, int32_t kVec>
+__device__ __forceinline__ void loadSingleTileItem(__half* smem, AttentionParams<__half> const& p, int32_t pair,
+    int32_t qRow0, bool pairValid, int32_t whichBegin, int32_t whichEnd)
+{
+    using Sh = SingleTileShape<kHd, kRB, kSplit>;
+    constexpr int32_t kCpr = kHd / kVec;
+    constexpr int32_t kRowStep = Sh::kThreads / kCpr;
+    static_assert(kRowStep >= 1, "at least one row per pass");
+    int32_t const r0 = static_cast<int32_t>(threadIdx.x) / kCpr;
+    int32_t const c = (static_cast<int32_t>(threadIdx.x) - r0 * kCpr) * kVec;
+    if (r0 >= kRowStep)
+    {
+        return;
+    }
+    bool const ok = pairValid && c < p.headDim;
+    int32_t const pairSafe = ok ? pair : 0;
+#pragma unroll
+    for (int32_t which = whichBegin; which < whichEnd; ++which)
+    {
+        __half const* const base = which == 0 ? p.q : (which == 1 ? p.k : p.v);
+        AttentionStrides const& st = which == 0 ? p.qStride : (which == 1 ? p.kStride : p.vStride);
+        int32_t const rows = which == 0 ? Sh::kQRows : Sh::kTile;
+        int32_t const token0 = (which == 0 ? qRow0 : 0) + r0;
+        __half const* src = base + pairOffset(st, pairSafe, p.heads) + token0 * st.token + (ok ? c : 0);
+        __half* dst = smem + ((which == 0 ? 0 : Sh::kQRows + (which - 1) * Sh::kTile) + r0) * Sh::kLds + c;
+        int64_t const srcStep = kRowStep * st.token;
+#pragma unroll
+        for (int32_t pass = 0; pass < (Sh::kTile + kRowStep - 1) / kRowStep; ++pass)
+        {
+            if (r0 + pass * kRowStep < rows)
+            {
+                bool const valid = ok && token0 + pass * kRowStep < p.seqLen;
+                copyChunk<kVec>(dst, valid ? src : base, valid);
+            }
+            src += srcStep;
+            dst += kRowStep * Sh::kLds;
+        }
+    }
+}
+
+template <int32_t kHd, int32_t kRB, int32_t kSplit, int32_t kVec>
+__global__ void __launch_bounds__(kRB * kSplit * 32, singleTileMinBlocks<kHd, kRB, kSplit>())
+    attentionF16SingleTileKernel(AttentionParams<__half> p, float scaleLog2, int32_t totalPairs)
+{
+    using Sh = SingleTileShape<kHd, kRB, kSplit>;
+    constexpr int32_t kLds = Sh::kLds;
+    constexpr int32_t kKeys = Sh::kTile / kSplit; // keys per warp
+    constexpr int32_t kKSteps = kHd / 16;         // k-steps of Q.K^T
+    constexpr int32_t kSTiles = kKeys / 8;        // n-tiles of S
+    constexpr int32_t kPSteps = kKeys / 16;       // k-steps of P.V
+    constexpr int32_t kOTiles = kHd / 8;          // n-tiles of O
+    static_assert(kKeys % 16 == 0 && kSTiles % 2 == 0, "each warp needs whole 16-key steps");
+
+    extern __shared__ __align__(16) unsigned char smemRaw[];
+    __half* const sQ = reinterpret_cast<__half*>(smemRaw);
+    __half const* const sK = sQ + Sh::kQRows * kLds;
+    __half const* const sV = sK + Sh::kTile * kLds;
+
+    int32_t const warp = threadIdx.x / 32;
+    int32_t const lane = threadIdx.x % 32;
+    int32_t const g = lane / 4;
+    int32_t const t = lane % 4;
+    int32_t const rb = warp % kRB;       // 16-row block of the item
+    int32_t const kp = warp / kRB;       // key slice
+    int32_t const firstKey = kp * kKeys; // first key (row of sK / sV) of this warp's slice
+    int32_t const pair = static_cast<int32_t>(blockIdx.x) / Sh::kQBlocks;
+    int32_t const qRow0 = (static_cast<int32_t>(blockIdx.x) - pair * Sh::kQBlocks) * Sh::kQRows;
+    bool const pairValid = pair < totalPairs;
+
+    loadSingleTileItem<kHd, kRB, kSplit, kVec>(sQ, p, pair, qRow0, pairValid, 0, 2);
+    cpAsyncCommit();
+    loadSingleTileItem<kHd, kRB, kSplit, kVec>(sQ, p, pair, qRow0, pairValid, 2, 3);
+    cpAsyncCommit();
+    cpAsyncWait<1>(); // Q and K
+    __syncthreads();
+
+    uint32_t qf[kKSteps][4];
+#pragma unroll
+    for (int32_t kk = 0; kk < kKSteps; ++kk)
+    {
+        ldmatrixX4(qf[kk], sQ + (16 * rb + (lane & 15)) * kLds + 16 * kk + 8 * (lane >> 4));
+    }
+
+    // S = Q K^T over this warp's keys (unscaled, FP32).
+    float s[kSTiles][4];
+#pragma unroll
+    for (int32_t j = 0; j < kSTiles; ++j)
+    {
+        s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.F;
+    }
+#pragma unroll
+    for (int32_t jp = 0; jp < kSTiles / 2; ++jp)
+    {
+#pragma unroll
+        for (int32_t kk = 0; kk < kKSteps; ++kk)
+        {
+            uint32_t b[4];
+            ldmatrixX4(b, sK + (firstKey + 16 * jp + (lane & 7) + 8 * (lane >> 4)) * kLds + 16 * kk
+                    + 8 * ((lane >> 3) & 1));
+            mma16816(s[2 * jp], qf[kk], b[0], b[1]);
+            mma16816(s[2 * jp + 1], qf[kk], b[2], b[3]);
+        }
+    }
+
+    // Softmax in the log2 domain over this warp's keys; a thread holds rows g and g + 8. Keys
+    // past N are -inf. The scale (> 0) is folded into the exponent: p = 2^(s*c - max*c).
+    if (p.seqLen < Sh::kTile) // uniform branch: nothing to mask for a full tile
+    {
+        int32_t const keysLeft = p.seqLen - firstKey - 2 * t;
+#pragma unroll
+        for (int32_t j = 0; j < kSTiles; ++j)
+        {
+#pragma unroll
+            for (int32_t e = 0; e < 4; ++e)
+            {
+                s[j][e] = 8 * j + (e & 1) < keysLeft ? s[j][e] : -INFINITY;
+            }
+        }
+    }
+    float rowMax[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+    for (int32_t j = 0; j < kSTiles; ++j)
+    {
+#pragma unroll
+        for (int32_t e = 0; e < 4; ++e)
+        {
+            rowMax[e >> 1] = fmaxf(rowMax[e >> 1], s[j][e]);
+        }
+    }
+    float rowSum[2] = {0.F, 0.F};
+    float ref[2];
+#pragma unroll
+    for (int32_t r = 0; r < 2; ++r)
+    {
+        rowMax[r] = fmaxf(rowMax[r], __shfl_xor_sync(0xffffffffu, rowMax[r], 1));
+        rowMax[r] = fmaxf(rowMax[r], __shfl_xor_sync(0xffffffffu, rowMax[r], 2));
+        // A slice with no key in range (short sequence) keeps max = -inf: P = 0 there.
+        ref[r] = rowMax[r] == -INFINITY ? 0.F : rowMax[r] * scaleLog2;
+    }
+#pragma unroll
+    for (int32_t j = 0; j < kSTiles; ++j)
+    {
+#pragma unroll
+        for (int32_t e = 0; e < 4; ++e)
+        {
+            s[j][e] = fastExp2(fmaf(s[j][e], scaleLog2, -ref[e >> 1]));
+            rowSum[e >> 1] += s[j][e];
+        }
+    }
+
+    cpAsyncWait<0>(); // V
+    __syncthreads();
+
+    // O = P V; P's accumulator layout is reused as the A fragment.
+    float o[kOTiles][4];
+#pragma unroll
+    for (int32_t j = 0; j < kOTiles; ++j)
+    {
+        o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.F;
+    }
+#pragma unroll
+    for (int32_t kk = 0; kk < kPSteps; ++kk)
+    {
+        uint32_t a[4];
+        a[0] = packHalf2(s[2 * kk][0], s[2 * kk][1]);
+        a[1] = packHalf2(s[2 * kk][2], s[2 * kk][3]);
+        a[2] = packHalf2(s[2 * kk + 1][0], s[2 * kk + 1][1]);
+        a[3] = packHalf2(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+#pragma unroll
+        for (int32_t jp = 0; jp < kOTiles / 2; ++jp)
+        {
+            uint32_t b[4];
+            ldmatrixX4Trans(b, sV + (firstKey + 16 * kk + (lane & 15)) * kLds + 16 * jp + 8 * (lane >> 4));
+            mma16816(o[2 * jp], a, b[0], b[1]);
+            mma16816(o[2 * jp + 1], a, b[2], b[3]);
+        }
+    }
+#pragma unroll
+    for (int32_t r = 0; r < 2; ++r)
+    {
+        rowSum[r] += __shfl_xor_sync(0xffffffffu, rowSum[r], 1);
+        rowSum[r] += __shfl_xor_sync(0xffffffffu, rowSum[r], 2);
+    }
+    if (!pairValid)
+    {
+        return; // uniform across the CTA: no barrier follows that others would wait on
+    }
+    __half* const out = p.o + pairOffset(p.oStride, pair, p.heads);
+
+    if constexpr (kSplit == 1)
+    {
+        // Normalise, stage the warp's 16 x kHd output rows in its own rows of sQ (its Q
+        // fragments are in registers), store them with kVec-wide coalesced writes.
+        constexpr int32_t kCpr = kHd / kVec;
+        float const inv[2] = {1.F / rowSum[0], 1.F / rowSum[1]};
+        __syncwarp();
+#pragma unroll
+        for (int32_t j = 0; j < kOTiles; ++j)
+        {
+            __half* dst = sQ + (16 * rb + g) * kLds + 8 * j + 2 * t;
+            *reinterpret_cast<uint32_t*>(dst) = packHalf2(o[j][0] * inv[0], o[j][1] * inv[0]);
+            *reinterpret_cast<uint32_t*>(dst + 8 * kLds) = packHalf2(o[j][2] * inv[1], o[j][3] * inv[1]);
+        }
+        __syncwarp();
+        int32_t const token0 = qRow0 + 16 * rb;
+#pragma unroll
+        for (int32_t i = lane; i < 16 * kCpr; i += 32)
+        {
+            int32_t const r = i / kCpr;
+            int32_t const c = (i - r * kCpr) * kVec;
+            int32_t const token = token0 + r;
+            if (token < p.seqLen && c < p.headDim)
+            {
+                storeChunk<kVec>(out + token * p.oStride.token + c, sQ + (16 * rb + r) * kLds + c);
+            }
+        }
+    }
+    else
+    {
+        // Every warp writes its partial; then all threads merge the kSplit slices of one
+        // (row, 8 columns) chunk each and store it.
+        float* const xchg = reinterpret_cast<float*>(smemRaw + Sh::kKvElems * sizeof(__half));
+        float* const slot = xchg + (kp * kRB + rb) * Sh::kSlotFloats;
+#pragma unroll
+        for (int32_t j = 0; j < kOTiles; ++j)
+        {
+            *reinterpret_cast<float2*>(slot + g * Sh::kXLd + 8 * j + 2 * t) = make_float2(o[j][0], o[j][1]);
+            *reinterpret_cast<float2*>(slot + (g + 8) * Sh::kXLd + 8 * j + 2 * t) = make_float2(o[j][2], o[j][3]);
+        }
+        if (t == 0)
+        {
+            // The slice's max in the exponent's units; -inf for a slice with no key in range,
+            // so that the merge's max comes from slices that have keys.
+            slot[16 * Sh::kXLd + g] = rowMax[0] * scaleLog2;
+            slot[16 * Sh::kXLd + g + 8] = rowMax[1] * scaleLog2;
+            slot[16 * Sh::kXLd + 16 + g] = rowSum[0];
+            slot[16 * Sh::kXLd + 16 + g + 8] = rowSum[1];
+        }
+        __syncthreads();
+        constexpr int32_t kMergeChunks = kRB * 16 * (kHd / 8);
+#pragma unroll
+        for (int32_t i = threadIdx.x; i < kMergeChunks; i += Sh::kThreads)
+        {
+            int32_t const row = i / (kHd / 8); // row of the item, 0 .. 16 * kRB - 1
+            int32_t const c = (i - row * (kHd / 8)) * 8;
+            int32_t const token = qRow0 + row;
+            float const* const base = xchg + (row / 16) * Sh::kSlotFloats;
+            int32_t const r = row % 16;
+            float m = -INFINITY;
+#pragma unroll
+            for (int32_t sl = 0; sl < kSplit; ++sl)
+            {
+                m = fmaxf(m, base[sl * kRB * Sh::kSlotFloats + 16 * Sh::kXLd + r]);
+            }
+            float acc[8] = {0.F, 0.F, 0.F, 0.F, 0.F, 0.F, 0.F, 0.F};
+            float sum = 0.F;
+#pragma unroll
+            for (int32_t sl = 0; sl < kSplit; ++sl)
+            {
+                float const* const x = base + sl * kRB * Sh::kSlotFloats;
+                // Slice 0 holds key 0, so m is finite; an all-masked slice gets factor 0.
+                float const f = fastExp2(x[16 * Sh::kXLd + r] - m);
+                sum = fmaf(x[16 * Sh::kXLd + 16 + r], f, sum);
+                float4 const lo = *reinterpret_cast<float4 const*>(x + r * Sh::kXLd + c);
+                float4 const hi = *reinterpret_cast<float4 const*>(x + r * Sh::kXLd + c + 4);
+                acc[0] = fmaf(lo.x, f, acc[0]);
+                acc[1] = fmaf(lo.y, f, acc[1]);
+                acc[2] = fmaf(lo.z, f, acc[2]);
+                acc[3] = fmaf(lo.w, f, acc[3]);
+                acc[4] = fmaf(hi.x, f, acc[4]);
+                acc[5] = fmaf(hi.y, f, acc[5]);
+                acc[6] = fmaf(hi.z, f, acc[6]);
+                acc[7] = fmaf(hi.w, f, acc[7]);
+            }
+            float const inv = 1.F / sum;
+            uint32_t pk[4];
+#pragma unroll
+            for (int32_t e = 0; e < 4; ++e)
+            {
+                pk[e] = packHalf2(acc[2 * e] * inv, acc[2 * e + 1] * inv);
+            }
+            if (token < p.seqLen && c < p.headDim)
+            {
+                storeEight<kVec>(out + token * p.oStride.token + c, pk, p.headDim - c);
+            }
+        }
+    }
+}
+
 // ------------------------------------------------------------------------------------------
 // FP32: exact FP32 arithmetic (no TF32), one thread per query row, K/V tiles of 64 keys in
 // shared memory, online softmax over chunks of 16 keys.
@@ -520,6 +939,48 @@ cudaError_t dispatchVec(int32_t vec, AttentionParams<__half> const& p, cudaStrea
     }
 }
 
+
+template <int32_t kHd, int32_t kRB, int32_t kSplit, int32_t kVec>
+cudaError_t launchSingleTile(AttentionParams<__half> const& p, cudaStream_t stream)
+{
+    using Sh = SingleTileShape<kHd, kRB, kSplit>;
+    static_assert(Sh::kSmemBytes <= 48 * 1024, "static launch without an opt-in shared-memory size");
+    int64_t const pairs = static_cast<int64_t>(p.batch) * p.heads;
+    int64_t const blocks = pairs * Sh::kQBlocks;
+    MVT_CHECK_ARG(blocks <= 0x7fffffffLL, cudaErrorInvalidValue);
+    attentionF16SingleTileKernel<kHd, kRB, kSplit, kVec><<<static_cast<uint32_t>(blocks), Sh::kThreads,
+        Sh::kSmemBytes, stream>>>(p, p.scale * kLog2e, static_cast<int32_t>(pairs));
+    return lastLaunchStatus();
+}
+
+template <int32_t kHd, int32_t kVec>
+cudaError_t launchSingleTileBySize(AttentionParams<__half> const& p, cudaStream_t stream)
+{
+    // Few pairs (small batches): a CTA per 16 query rows, its 4 warps splitting the 64 keys, so
+    // the launch spreads over 4x the multiprocessors and each warp's dependent chain is short.
+    // Otherwise a CTA per pair, 4 warps of 16 query rows each over all keys: K and V are read
+    // once per pair instead of 4 times, which is what counts once the chip is full.
+    int64_t const pairs = static_cast<int64_t>(p.batch) * p.heads;
+    if (pairs * 4 <= static_cast<int64_t>(multiProcessorCount()))
+    {
+        return launchSingleTile<kHd, 1, 4, kVec>(p, stream);
+    }
+    return launchSingleTile<kHd, 4, 1, kVec>(p, stream);
+}
+
+// 32 < N <= 64: the single-tile kernel.
+template <int32_t kHd>
+cudaError_t dispatchSingleTile(int32_t vec, AttentionParams<__half> const& p, cudaStream_t stream)
+{
+    switch (vec)
+    {
+    case 8: return launchSingleTileBySize<kHd, 8>(p, stream);
+    case 4: return launchSingleTileBySize<kHd, 4>(p, stream);
+    case 2: return launchSingleTileBySize<kHd, 2>(p, stream);
+    default: return launchSingleTileBySize<kHd, 1>(p, stream);
+    }
+}
+
 template <int32_t kHd>
 cudaError_t dispatchWpg(int32_t vec, AttentionParams<__half> const& p, cudaStream_t stream)
 {
@@ -534,7 +995,7 @@ cudaError_t dispatchWpg(int32_t vec, AttentionParams<__half> const& p, cudaStrea
     }
     if (p.seqLen <= 64)
     {
-        return dispatchVec<kHd, 4, 1>(vec, p, stream);
+        return dispatchSingleTile<kHd>(vec, p, stream);
     }
     return dispatchVec<kHd, 4, 2>(vec, p, stream);
 }

@@ -30,7 +30,7 @@ INVALID_VALUE = 1  # cudaErrorInvalidValue
 # MobileViT transformer widths (S, XS, XXS) plus edges of the supported range and widths that
 # take the scalar fallback (not a multiple of the 16-byte vector).
 LN_WIDTHS = [16, 64, 80, 96, 120, 144, 192, 240, 256, 384, 520, 1024, 17, 100, 1000]
-LN_ROWS = [1, 37, 1024, 16384]
+LN_ROWS = [1, 37, 1024, 16384, 20011]  # 20011 (prime): a partly filled last block at every group size
 # Head dims: MobileViT's 16/20/24/36/48/60 plus powers of two and two that need the narrow
 # vector paths (18: 4-byte chunks, 17: scalar).
 HEAD_DIMS = [16, 17, 18, 20, 24, 32, 36, 48, 60, 64]
@@ -155,6 +155,16 @@ def test_attention_token_counts(lib, n, hd, dtype):
 def test_attention_mobilevit_s_shapes_at_batch_64(lib, b, n, hd, dtype):
     _attention_case(lib, 4 * b, 4, n, hd, dtype, packed=False)
     _attention_case(lib, 4 * b, 4, n, hd, dtype, packed=True)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
+@pytest.mark.parametrize("hd", HEAD_DIMS)
+@pytest.mark.parametrize("n", [16, 33, 48, 64])
+def test_attention_large_batch(lib, n, hd, dtype):
+    # 333 x 4 = 1332 pairs: the large-batch launch shapes (for 32 < N <= 64 a CTA per pair; the
+    # first-class and edge cases above, with few pairs, take the CTA-per-16-rows shape) at every
+    # head dim, more CTAs than fit on the chip at once, and a pair count that is no round number.
+    _attention_case(lib, 333, 4, n, hd, dtype, packed=hd % 2 == 0)
 
 
 # ------------------------------------------------------------------------------------------
