@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from repo_gen import __version__
+from repo_gen.fileio import file_sha256
 from repo_gen.log import logger, warn_once
 
 CACHE_SCHEMA = 1
@@ -92,21 +93,13 @@ def source_digest(parts: tuple[str, ...]) -> str:
     return h.hexdigest()
 
 
-def file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def dir_digest(path: Path | None) -> str | None:
     """Content digest of a data directory (relative names + bytes of every file); None stays None."""
     if path is None:
         return None
     h = hashlib.sha256()
     for f in sorted(p for p in Path(path).rglob("*") if p.is_file()):
-        h.update(str(f.relative_to(path)).encode() + b"\0" + file_digest(f).encode())
+        h.update(str(f.relative_to(path)).encode() + b"\0" + file_sha256(f).encode())
     return h.hexdigest()
 
 
@@ -116,7 +109,7 @@ def weights_identity(cfg: Any) -> str | None:
         return None
     if cfg.weights is not None:
         try:
-            return f"checkpoint:{file_digest(Path(cfg.weights))}"
+            return f"checkpoint:{file_sha256(Path(cfg.weights))}"
         except OSError:  # unreadable: not cacheable; the loader reports it
             return None
     return f"random:{cfg.seed}"
@@ -278,7 +271,7 @@ class StageCache:
             digests = {}
             for name, src in files.items():
                 shutil.copyfile(src, tmp / name)
-                digests[name] = file_digest(tmp / name)
+                digests[name] = file_sha256(tmp / name)
             record = {"schema": CACHE_SCHEMA, "key": key, "files": digests, "seconds": round(seconds, 3),
                       "created": time.strftime("%Y-%m-%dT%H:%M:%S"), **meta}
             (tmp / META).write_text(json.dumps(record, indent=2, sort_keys=True, default=str) + "\n")

@@ -16,7 +16,6 @@ was measured is on disk, with the report saying it is incomplete and why.
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import os
 import platform
 import shlex
@@ -25,6 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from repo_gen.errors import BuildFailure, UserError
+from repo_gen.fileio import write_atomic, write_json_atomic
 from repo_gen.log import console, logger
 from repo_gen.perf.analyzer import (
     CSV_FIELDS,
@@ -275,14 +275,14 @@ def machine_description() -> str:
 
 def write_csv(path: Path, points: list[PerfPoint]) -> None:
     import csv
+    import io
 
-    tmp = path.with_suffix(".csv.tmp")
-    with open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=CSV_FIELDS)
-        w.writeheader()
-        for p in points:
-            w.writerow(p.to_row())
-    os.replace(tmp, path)
+    buf = io.StringIO(newline="")
+    w = csv.DictWriter(buf, fieldnames=CSV_FIELDS)
+    w.writeheader()
+    for p in points:
+        w.writerow(p.to_row())
+    write_atomic(path, buf.getvalue())
 
 
 def write_outputs(result: BenchResult, cfg: BenchConfig, meta: dict, commands: list[str], plots: bool) -> None:
@@ -297,12 +297,8 @@ def write_outputs(result: BenchResult, cfg: BenchConfig, meta: dict, commands: l
     summary = {"meta": meta, "complete": result.complete, "problems": result.problems,
                "variants": {k: asdict(v) for k, v in result.variants.items()},
                "points": [p.to_row() for p in result.points], "plots": result.plots}
-    tmp = out / ".results.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=2))
-    os.replace(tmp, out / "results.json")
-    tmp = out / ".report.md.tmp"
-    tmp.write_text(render_report(result, cfg, meta, plots and bool(result.points)))
-    os.replace(tmp, result.report)
+    write_json_atomic(out / "results.json", summary)
+    write_atomic(result.report, render_report(result, cfg, meta, plots and bool(result.points)))
 
 
 def _series(points: list[PerfPoint]) -> dict[str, list[PerfPoint]]:

@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import copy
 import datetime as _dt
-import json
 import os
 import time
 from dataclasses import asdict, dataclass, field
@@ -47,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from repo_gen.errors import BuildFailure, UserError
+from repo_gen.fileio import write_atomic, write_json_atomic
 from repo_gen.log import console, logger
 from repo_gen.perf.analyzer import Analyzer, PerfPoint, PerfSettings, ServerDied, UnstableMeasurement
 from repo_gen.triton.repository import MANIFEST_NAME, read_manifest
@@ -397,7 +397,7 @@ def run_tune(cfg: TuneConfig) -> TuneResult:
             trials[c] = Trial(c, score, best, points)
             where = f" at c{best.concurrency}, p99 {best.p99_ms:.1f} ms" if best else " (no point within budget)"
             console.print(f"    -> {score:.1f} infer/s{where}")
-            _write_json(work / "tune.json", {"model": cfg.model, "trials": [t.row() for t in trials.values()]})
+            write_json_atomic(work / "tune.json", {"model": cfg.model, "trials": [t.row() for t in trials.values()]})
             return score
 
         winner, _ = coordinate_search(start, cfg.grid, limit, cfg.cores, score_of)
@@ -411,7 +411,7 @@ def run_tune(cfg: TuneConfig) -> TuneResult:
         server.stop()
     result = TuneResult(cfg.model, before, after, list(trials.values()), cfg_path, changed, work,
                         round(time.perf_counter() - t0, 1))
-    _write_json(work / "tune.json", {"model": cfg.model, "latency_budget_ms": cfg.latency_budget_ms,
+    write_json_atomic(work / "tune.json", {"model": cfg.model, "latency_budget_ms": cfg.latency_budget_ms,
                                      "before": before.row(), "after": after.row(), "changed": changed,
                                      "wall_s": result.wall_s, "trials": [t.row() for t in trials.values()]})
     if not cfg.dry_run:
@@ -431,11 +431,11 @@ def write_winner(cfg: TuneConfig, server: Any, base_cfg: Any, winner: Candidate,
               f"{after.score:.1f} infer/s vs {before.score:.1f} before (p99 budget {budget}); previous config: config.pbtxt.orig")
     text = config_text(apply_candidate(base_cfg, winner), header)
     parse_config(text, "tuned config")  # our own check before Triton's
-    _atomic_write(model_dir / "config.pbtxt.orig", original_text)
-    _atomic_write(cfg_path, text)
+    write_atomic(model_dir / "config.pbtxt.orig", original_text)
+    write_atomic(cfg_path, text)
     status, body = server.load_model(cfg.model)
     if status != 200:
-        _atomic_write(cfg_path, original_text)
+        write_atomic(cfg_path, original_text)
         server.load_model(cfg.model)
         raise BuildFailure(f"{cfg.model}: Triton refused the tuned config.pbtxt ({body.strip()[:300]}); the previous "
                            "config was restored")
@@ -486,19 +486,3 @@ def before_after_rows(result: TuneResult) -> list[tuple[str, str, str]]:
     (bt, bp, bcc), (at, ap, acc) = fmt_t(b), fmt_t(a)
     rows += [("throughput within budget (infer/s)", bt, at), ("p99 there (ms)", bp, ap), ("at concurrency", bcc, acc)]
     return rows
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
-
-
-def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)

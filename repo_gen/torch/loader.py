@@ -6,13 +6,13 @@ and unpickling arbitrary objects would run code from the file.
 
 from __future__ import annotations
 
-import hashlib
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from repo_gen.errors import MissingDependency, UserError
+from repo_gen.fileio import file_sha256
 from repo_gen.log import logger
 from repo_gen.models import ModelSpec
 
@@ -28,14 +28,6 @@ class LoadedModel:
     trained: bool
     checkpoint_sha256: str | None
     weights_path: str | None
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _import_torch():

@@ -31,6 +31,7 @@ from typing import Any
 
 from repo_gen.config import validate_model_name
 from repo_gen.errors import BuildFailure, UserError
+from repo_gen.fileio import write_atomic, write_json_atomic
 from repo_gen.log import logger
 
 MANIFEST_NAME = "repo-gen.json"
@@ -85,35 +86,6 @@ def _check_relative(rel: str, where: Path) -> None:
     p = Path(rel)
     if p.is_absolute() or ".." in p.parts:
         raise UserError(f"{where}: file path {rel!r} escapes the repository; the manifest was tampered with")
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2, sort_keys=True)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 @contextlib.contextmanager
@@ -307,8 +279,8 @@ class RepositoryTransaction:
             builds[build_record["model"]] = build_record
             manifest["builds"] = dict(sorted(builds.items()))
             for fname, text in self.root_files.items():
-                write_text_atomic(self.repo / fname, text)
-            write_json_atomic(self.repo / MANIFEST_NAME, manifest)
+                write_atomic(self.repo / fname, text)
+            write_json_atomic(self.repo / MANIFEST_NAME, manifest, sort_keys=True)
         except BaseException:
             for d in moved_in:
                 shutil.rmtree(d, ignore_errors=True)
@@ -353,4 +325,4 @@ def locked_manifest(repo: Path, lock_timeout_s: float = 60.0) -> Iterator[dict[s
     with _lock_dir(repo.parent, lock_timeout_s):
         manifest = read_manifest(repo)
         yield manifest
-        write_json_atomic(repo / MANIFEST_NAME, manifest)
+        write_json_atomic(repo / MANIFEST_NAME, manifest, sort_keys=True)

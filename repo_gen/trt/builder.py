@@ -16,15 +16,14 @@ availability is decided by `tensorrt_version()`, never by a bare import.
 from __future__ import annotations
 
 import json
-import os
 import statistics
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from repo_gen.errors import BuildFailure, MissingDependency, UserError
+from repo_gen.fileio import write_atomic
 from repo_gen.log import logger
 from repo_gen.trt.profile import ProfileShapes
 
@@ -135,18 +134,6 @@ def _dims(d: trt.Dims) -> list[int]:
     return [int(d[i]) for i in range(len(d))]
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _creator_names(registry: trt.IPluginRegistry) -> set[str]:
     names = set()
     for creator in registry.all_creators:
@@ -233,7 +220,8 @@ def _load_timing_cache(config: trt.IBuilderConfig, path: Path | None) -> trt.ITi
 
 def _save_timing_cache(cache: trt.ITimingCache, path: Path | None) -> None:
     if path is not None:
-        _write_atomic(path, bytes(memoryview(cache.serialize())))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, bytes(memoryview(cache.serialize())))
 
 
 def profile_of(engine: trt.ICudaEngine, input_name: str) -> dict[str, list[int]]:
@@ -306,7 +294,8 @@ def build_engine(spec: EngineSpec) -> EngineResult:
         raise BuildFailure(explain_build_failure(errors, spec))
     plan_bytes = bytes(memoryview(serialized))
     _save_timing_cache(cache, spec.timing_cache)
-    _write_atomic(spec.plan, plan_bytes)
+    spec.plan.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(spec.plan, plan_bytes)
 
     runtime = trt.Runtime(log)
     if spec.version_compatible:
@@ -319,7 +308,8 @@ def build_engine(spec: EngineSpec) -> EngineResult:
     if spec.layer_info is not None:
         inspector = engine.create_engine_inspector()
         info = inspector.get_engine_information(trt.LayerInformationFormat.JSON)
-        _write_atomic(spec.layer_info, json.dumps(json.loads(info), indent=1).encode())
+        spec.layer_info.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(spec.layer_info, json.dumps(json.loads(info), indent=1).encode())
         layer_info = str(spec.layer_info)
     return EngineResult(
         plan=str(spec.plan),
