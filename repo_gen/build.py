@@ -33,6 +33,7 @@ from repo_gen.cache import (
     restore_variants,
     store_fp32,
     store_variants,
+    variant_keys,
 )
 from repo_gen.compare import max_relative_error
 from repo_gen.config import DEFAULT_INSTANCES, BuildConfig, triton_model_name
@@ -105,8 +106,8 @@ def build(cfg: BuildConfig, lock_timeout_s: float = 0.0) -> BuildReport:
     t = report.timings_s
     t_start = time.perf_counter()
     assert cfg.image_size is not None
-    if uses_plugins(cfg):
-        plugin_library(cfg)  # fail on a missing library before any stage runs
+    # Resolved once, before any stage runs: a missing library fails the build here.
+    library = plugin_library(cfg) if uses_plugins(cfg) else None
     with RepositoryTransaction(cfg.output, planned_models(cfg), lock_timeout_s=lock_timeout_s) as tx:
         assert tx.work is not None
         work = tx.work
@@ -130,9 +131,9 @@ def build(cfg: BuildConfig, lock_timeout_s: float = 0.0) -> BuildReport:
                 f"{cfg.export_tolerance:.0e} (per batch: raw {ec['raw']}, cleaned {ec['cleaned']})"
             )
 
-        variants = make_variants(cfg, None, fp32_path, work, t, cache=cache, fp32_key=fp32_key, report=report)
+        variants = make_variants(cfg, fp32_path, work, t, cache=cache, fp32_key=fp32_key, report=report)
         labels = labels_for(num_classes)
-        write_variants(cfg, tx, variants, labels, num_classes, report)
+        write_variants(cfg, tx, variants, labels, num_classes, report, library)
 
         if cfg.pipeline:
             from repo_gen.pipeline import write_pipeline
@@ -210,7 +211,7 @@ def fp32_stage(cfg: BuildConfig, work: Path, batches: list[int], t: dict, report
     return num_classes
 
 
-def make_variants(cfg: BuildConfig, loaded: Any, fp32_path: Path, work: Path, timings: dict,
+def make_variants(cfg: BuildConfig, fp32_path: Path, work: Path, timings: dict,
                   cache: StageCache | None = None, fp32_key: str | None = None,
                   report: BuildReport | None = None) -> list[PrecisionVariant]:
     """FP32 always exists; FP16/INT8 come from the precision stage when requested.
@@ -223,7 +224,8 @@ def make_variants(cfg: BuildConfig, loaded: Any, fp32_path: Path, work: Path, ti
         variants.append(PrecisionVariant("fp32", fp32_path, fp32_path, "fp32", {}, "ready"))
     others = [p for p in cfg.precisions if p != "fp32"]
     cache = cache or StageCache(enabled=False)
-    cached = restore_variants(cache, fp32_key, cfg, others, work, report)
+    keys = variant_keys(cache, fp32_key, cfg, others)
+    cached = restore_variants(cache, keys, work, report)
     todo = [p for p in others if p not in cached]
     made: dict[str, PrecisionVariant] = {}
     if todo:
@@ -233,7 +235,7 @@ def make_variants(cfg: BuildConfig, loaded: Any, fp32_path: Path, work: Path, ti
             raise BuildFailure(f"precisions {todo} are not available in this build of repo-gen ({e})") from e
         t0 = time.perf_counter()
         made = {v.precision: v for v in make_precision_variants(cfg, fp32_path, work, timings, todo)}
-        store_variants(cache, fp32_key, cfg, list(made.values()), time.perf_counter() - t0)
+        store_variants(cache, keys, list(made.values()), time.perf_counter() - t0)
     variants += [cached[p] if p in cached else made[p] for p in others if p in cached or p in made]
     return variants
 
@@ -245,7 +247,9 @@ def write_variants(
     labels: list[str],
     num_classes: int,
     report: BuildReport,
+    library: tuple[Path | None, dict[str, Any]] | None = None,
 ) -> None:
+    """Stage every (variant, runtime) model; `library` is `plugin_library(cfg)` when plugins are used."""
     from repo_gen.triton.models import write_onnxruntime_model, write_python_onnx_model
 
     assert cfg.image_size is not None
@@ -284,7 +288,7 @@ def write_variants(
                 plugin_onnx, plugin_lib, rewrite = None, None, None
                 if uses_plugins(cfg):
                     assert tx.work is not None
-                    plugin_onnx, plugin_lib, rewrite = plugin_graph(cfg, v, tx.work)
+                    plugin_onnx, plugin_lib, rewrite = plugin_graph(cfg, v, tx.work, library)
                 result = write_tensorrt_model(d, name, v, cfg, labels, num_classes, plugin_onnx=plugin_onnx,
                                               plugin_lib=plugin_lib)
                 files, rstatus, rreason, extra_trt = result
@@ -352,15 +356,17 @@ def plugin_library(cfg: BuildConfig) -> tuple[Path | None, dict[str, Any]]:
                                 "note": f"not built yet: {build_hint} before running the plugin rebuild script"}
 
 
-def plugin_graph(cfg: BuildConfig, variant: PrecisionVariant, work: Path) -> tuple[Path | None, Path | None, dict]:
-    """`variant.trt_onnx` with the plugin nodes (`work/<precision>_plugins.onnx`), the library, and the
-    rewrite's counts for the manifest. No graph (None) when nothing matched: `auto` then keeps native."""
+def plugin_graph(cfg: BuildConfig, variant: PrecisionVariant, work: Path,
+                 library: tuple[Path | None, dict[str, Any]] | None = None) -> tuple[Path | None, Path | None, dict]:
+    """`variant.trt_onnx` with the plugin nodes (`work/<precision>_plugins.onnx`), the library
+    (`library`, else `plugin_library(cfg)`), and the rewrite's counts for the manifest. No graph
+    (None) when nothing matched: `auto` then keeps native."""
     import onnx
 
     from repo_gen.errors import UserError
     from repo_gen.onnx.plugin_rewrite import plugin_rewrite_report, rewrite_plugins
 
-    lib, lib_info = plugin_library(cfg)
+    lib, lib_info = library or plugin_library(cfg)
     rewritten = rewrite_plugins(onnx.load(str(variant.trt_onnx)))
     counts = plugin_rewrite_report(rewritten) or {}
     record: dict[str, Any] = {"library": lib_info}

@@ -34,6 +34,7 @@ Usage (see `repo_gen.build`):
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -67,6 +68,7 @@ class CacheMiss(Exception):
     """An entry that cannot be used (absent, incomplete, corrupt); never leaves this module."""
 
 
+@functools.cache
 def tool_versions() -> dict[str, str]:
     """Installed versions of the packages that shape stage artifacts (read from metadata, no imports)."""
     from importlib import metadata
@@ -80,8 +82,10 @@ def tool_versions() -> dict[str, str]:
     return out
 
 
+@functools.cache
 def source_digest(parts: tuple[str, ...]) -> str:
-    """sha256 over the repo-gen source files under `parts` (paths relative to the package)."""
+    """sha256 over the repo-gen source files under `parts` (paths relative to the package); once
+    per process, as for `tool_versions`: neither changes while a build runs."""
     h = hashlib.sha256()
     files: list[Path] = []
     for part in parts:
@@ -131,11 +135,11 @@ def fp32_stage_inputs(cfg: Any, check_batches: list[int]) -> dict[str, Any] | No
     }
 
 
-def precision_stage_inputs(cfg: Any, fp32_key: str, precision: str) -> dict[str, Any]:
-    """Inputs of one precision variant: the FP32 stage it starts from plus its own options."""
+def precision_stage_inputs(cfg: Any, fp32_key: str) -> dict[str, Any]:
+    """Inputs shared by the precision variants: the FP32 stage they start from plus their options
+    (each variant's key adds its precision: `variant_keys`)."""
     return {
         "fp32": fp32_key,
-        "precision": precision,
         "io_dtype": cfg.io_dtype,
         "calib_dir": dir_digest(cfg.calib_dir),
         "calib_count": cfg.calib_count,
@@ -361,15 +365,18 @@ def store_fp32(cache: StageCache, key: str | None, fp32_path: Path, report: Any,
     cache.put(key, {"fp32.onnx": fp32_path}, meta, seconds)
 
 
-def _variant_key(cache: StageCache, fp32_key: str | None, cfg: Any, precision: str) -> str | None:
-    if fp32_key is None:
-        return None
-    return cache.key("precision", precision_stage_inputs(cfg, fp32_key, precision))
+def variant_keys(cache: StageCache, fp32_key: str | None, cfg: Any, precisions: list[str]) -> dict[str, str | None]:
+    """The stage-cache key of each precision variant; the calibration and evaluation folders are
+    hashed once for all of them (None: not cacheable)."""
+    if fp32_key is None or not cache.enabled:
+        return {p: None for p in precisions}
+    shared = precision_stage_inputs(cfg, fp32_key)
+    return {p: cache.key("precision", {**shared, "precision": p}) for p in precisions}
 
 
-def restore_variants(cache: StageCache, fp32_key: str | None, cfg: Any, precisions: list[str], work: Path,
-                     report: Any) -> dict[str, Any]:
-    """Precision variants found in the cache, by precision; their ONNX files are restored into `work`.
+def restore_variants(cache: StageCache, keys: dict[str, str | None], work: Path, report: Any) -> dict[str, Any]:
+    """Precision variants found in the cache under `keys` (precision -> key, from `variant_keys`),
+    by precision; their ONNX files are restored into `work`.
 
     A variant's artifacts are its serve and TensorRT ONNX graphs; everything else it carries
     (fidelity, status, report) is data kept in the entry's metadata.
@@ -377,8 +384,8 @@ def restore_variants(cache: StageCache, fp32_key: str | None, cfg: Any, precisio
     from repo_gen.precision import PrecisionVariant
 
     out: dict[str, Any] = {}
-    for p in precisions:
-        entry = cache.get(_variant_key(cache, fp32_key, cfg, p))
+    for p, key in keys.items():
+        entry = cache.get(key)
         if entry is None:
             continue
         t0 = time.perf_counter()
@@ -398,12 +405,13 @@ def restore_variants(cache: StageCache, fp32_key: str | None, cfg: Any, precisio
     return out
 
 
-def store_variants(cache: StageCache, fp32_key: str | None, cfg: Any, variants: list[Any], seconds: float) -> None:
-    """Store freshly made variants; `seconds` (the precision stage's wall time) is split evenly among them."""
+def store_variants(cache: StageCache, keys: dict[str, str | None], variants: list[Any], seconds: float) -> None:
+    """Store freshly made variants under `keys` (from `variant_keys`); `seconds` (the precision
+    stage's wall time) is split evenly among them."""
     for v in variants:
         same = Path(v.serve_onnx) == Path(v.trt_onnx)
         files = {"serve.onnx": Path(v.serve_onnx)} if same else {"serve.onnx": Path(v.serve_onnx), "trt.onnx": Path(v.trt_onnx)}
         meta = {"stage": f"precision:{v.precision}",
                 "variant": {"same_file": same, "io_dtype": v.io_dtype, "fidelity": v.fidelity, "status": v.status,
                             "status_reason": v.status_reason, "report": v.report}}
-        cache.put(_variant_key(cache, fp32_key, cfg, v.precision), files, meta, seconds / max(1, len(variants)))
+        cache.put(keys[v.precision], files, meta, seconds / max(1, len(variants)))

@@ -588,13 +588,3 @@ def plugin_rewrite_report(model: onnx.ModelProto) -> dict[str, Any] | None:
 
 def plugin_nodes(model: onnx.ModelProto) -> list[onnx.NodeProto]:
     return [n for n in model.graph.node if n.domain == DOMAIN]
-
-
-class RewritePlugins:
-    """Callable twin of `rewrite_plugins` (stage style): parameters now, the model on call."""
-
-    def __init__(self, layernorm: bool = True, attention: bool = True, layout: int | None = None) -> None:
-        self.layernorm, self.attention, self.layout = layernorm, attention, layout
-
-    def __call__(self, model: onnx.ModelProto) -> onnx.ModelProto:
-        return rewrite_plugins(model, self.layernorm, self.attention, self.layout)

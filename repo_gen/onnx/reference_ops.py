@@ -30,7 +30,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
-from repo_gen.onnx.plugin_rewrite import ATTENTION_OP, DOMAIN, LAYERNORM_OP
+from repo_gen.compare import max_relative_error
+from repo_gen.onnx.plugin_rewrite import ATTENTION_OP, DOMAIN, LAYERNORM_OP, plugin_nodes
 
 _REGISTERED = False
 PACKED_OP = f"{ATTENTION_OP}Packed"
@@ -194,7 +195,7 @@ def node_errors(native: onnx.ModelProto, rewritten: onnx.ModelProto, feeds: dict
     from repo_gen.precision.fp16 import tensor_types
 
     types = tensor_types(native)
-    nodes = [n for n in rewritten.graph.node if n.domain == DOMAIN]
+    nodes = plugin_nodes(rewritten)
     names = list(dict.fromkeys(t for n in nodes for t in [*n.input, *n.output]))
     missing = [t for t in names if t not in types]
     if missing:
@@ -207,5 +208,5 @@ def node_errors(native: onnx.ModelProto, rewritten: onnx.ModelProto, feeds: dict
     for n in nodes:
         ref = values[n.output[0]].astype(np.float32)
         out = apply_node(n, [values[i].astype(np.float32) for i in n.input])
-        errors[n.name] = float(np.abs(out.astype(np.float64) - ref).max() / max(float(np.abs(ref).max()), 1e-30))
+        errors[n.name] = max_relative_error(ref, out)
     return errors

@@ -17,21 +17,23 @@ import onnxruntime as ort
 def make_session(
     model: str | Path | onnx.ModelProto | bytes,
     threads: int | None = None,
-    optimize: bool = True,
+    optimize: bool | str = True,
     custom_op_libs: list[str] | None = None,
 ) -> ort.InferenceSession:
     """Create a CPU session.
 
     Args:
         threads: intra-op threads; None resolves to the number of CPUs this process may use.
-        optimize: ORT graph optimizations (all) or none, which keeps emulated FP16 casts in place.
+        optimize: ORT graph optimizations: True (all), False (none: keeps emulated FP16 casts and
+            Q/DQ pairs exactly in place, and every tensor under its name), or "extended" (basic +
+            extended fusions, no layout level: see precision.evaluate).
     """
+    levels = {True: ort.GraphOptimizationLevel.ORT_ENABLE_ALL, False: ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+              "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED}
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads or len(os.sched_getaffinity(0))
     so.inter_op_num_threads = 1
-    so.graph_optimization_level = (
-        ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    )
+    so.graph_optimization_level = levels[optimize]
     so.log_severity_level = 3
     # No busy-waiting between runs: on 2 cores a spinning pool steals time from everything else.
     so.add_session_config_entry("session.intra_op.allow_spinning", "0")

@@ -56,28 +56,12 @@ class OrtCpuEvaluator:
             from repo_gen.precision.fp16 import emulate_fp16
 
             model = emulate_fp16(model)
-        if kind == "fp32":
-            session = make_session(model, threads=self.threads, optimize=True)
-        else:
-            session = self._session(model, kind)
-        return run_batches(session, x, self.batch)
-
-    def _session(self, model: onnx.ModelProto, kind: str):
-        """FP16 emulation: ORT's basic + extended fusions keep every round-trip Cast (checked: output
-        bit-identical to no optimization on mobilevit_s, about 2x faster); the layout (NCHWc) level
-        would fuse Conv+activation across a rounding point, so it is off. INT8 Q/DQ: no
-        optimization at all, so ORT does not fuse Q/DQ into integer kernels (exact Q/DQ semantics)."""
-        import onnxruntime as ort
-
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = self.threads
-        so.inter_op_num_threads = 1
-        so.log_severity_level = 3
-        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        so.graph_optimization_level = (
-            ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED if kind == "fp16" else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-        )
-        return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+        # FP16 emulation: ORT's basic + extended fusions keep every round-trip Cast (checked: output
+        # bit-identical to no optimization on mobilevit_s, about 2x faster); the layout (NCHWc) level
+        # would fuse Conv+activation across a rounding point, so it is off. INT8 Q/DQ: no
+        # optimization at all, so ORT does not fuse Q/DQ into integer kernels (exact Q/DQ semantics).
+        optimize: bool | str = True if kind == "fp32" else "extended" if kind == "fp16" else False
+        return run_batches(make_session(model, threads=self.threads, optimize=optimize), x, self.batch)
 
 
 _REGISTRY: dict[str, Callable[..., Evaluator]] = {"onnxruntime-cpu": OrtCpuEvaluator}

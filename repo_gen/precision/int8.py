@@ -48,6 +48,7 @@ import onnx
 from onnx import numpy_helper
 
 from repo_gen.log import logger
+from repo_gen.onnx.export import INPUT_NAME
 
 QUANT_OP_TYPES = ("Conv", "MatMul", "Gemm")
 # CPU form: ORT fuses DQ -> op -> Q into integer kernels (QLinearConv, QLinearMatMul, QLinearAdd,
@@ -99,7 +100,7 @@ def collect_ranges(fp32_path: Path, x: np.ndarray, method: str, work: Path, thre
     extra: dict = {}
     if method == "percentile":
         extra["percentile"] = 99.999
-    input_name = onnx.load(str(fp32_path), load_external_data=False).graph.input[0].name
+    input_name = INPUT_NAME  # every graph repo-gen exports names its input so
     work.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="repo-gen-calib.", dir=work) as tmp:
         calibrator = create_calibrator(
@@ -142,17 +143,11 @@ def calibrate(fp32_path: Path, x: np.ndarray, method: str, work: Path, threads: 
 
 
 def _limit_threads(calibrator, threads: int) -> None:
-    """Recreate the calibrator's session with `threads` intra-op threads (ORT gives it all CPUs)."""
-    import onnxruntime as ort
+    """Recreate the calibrator's session with `threads` intra-op threads (ORT gives it all CPUs).
+    No graph optimizations: every calibrated tensor must exist under its name, as ORT does it."""
+    from repo_gen.onnx.runner import make_session
 
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    # No graph optimizations: every calibrated tensor must exist under its name, as ORT does it.
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    calibrator.infer_session = ort.InferenceSession(
-        calibrator.augmented_model_path, sess_options=so, providers=["CPUExecutionProvider"]
-    )
+    calibrator.infer_session = make_session(Path(calibrator.augmented_model_path), threads, optimize=False)
 
 
 def _quantize(fp32_path: Path, out: Path, cache: str, method: str, *, symmetric_act: bool, act_uint8: bool,

@@ -29,19 +29,3 @@ def table_rows(variant_rows: list[dict]) -> str:
             f"| {agree1} | {agree5} | {t1} | {t5} | {r.get('kept', '-')} | {r.get('status', '-')} |"
         )
     return "\n".join(lines)
-
-
-def fidelity_markdown(variants: list, data_note: str = "") -> str:
-    """The full fidelity table of a build from its PrecisionVariants (each report holds its rows)."""
-    rows: list[dict] = []
-    seen_fp32 = False
-    for v in variants:
-        rep = getattr(v, "report", None) or {}
-        if not seen_fp32 and rep.get("fp32_row"):
-            rows.append(rep["fp32_row"])
-            seen_fp32 = True
-        rows += rep.get("rows", [])
-    out = table_rows(rows)
-    if data_note:
-        out += "\n\n" + data_note
-    return out

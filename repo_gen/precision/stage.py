@@ -71,10 +71,10 @@ def _threads() -> int:
     return min(2, len(os.sched_getaffinity(0)))
 
 
-def _ort_run(model: onnx.ModelProto | Path, x: np.ndarray, threads: int, optimize: bool = True) -> np.ndarray:
+def _ort_run(model: onnx.ModelProto | Path, x: np.ndarray, threads: int) -> np.ndarray:
     from repo_gen.onnx.runner import make_session, run_batches
 
-    return run_batches(make_session(model, threads=threads, optimize=optimize), x)
+    return run_batches(make_session(model, threads=threads), x)
 
 
 def prepare(cfg: BuildConfig, fp32_path: Path, work: Path, timings: dict) -> PrecisionContext:
@@ -92,8 +92,11 @@ def prepare(cfg: BuildConfig, fp32_path: Path, work: Path, timings: dict) -> Pre
         logger.warning(f"{n_overlap} evaluation images are also calibration images: the fidelity report is optimistic")
     search_x = calib.tensors[:SEARCH_IMAGES]
     with step("precision fp32 reference", timings):
-        ref_search = _ort_run(model, search_x, threads)
-        ref_eval = _ort_run(model, evalset.tensors, threads)
+        from repo_gen.onnx.runner import make_session, run_batches
+
+        session = make_session(model, threads=threads)  # one session for both sets
+        ref_search = run_batches(session, search_x)
+        ref_eval = run_batches(session, evalset.tensors)
     data_report = {
         "calibration": {
             "source": str(cfg.calib_dir) if cfg.calib_dir else "built-in scikit-image photos (augmented)",
@@ -188,7 +191,6 @@ def make_fp16(ctx: PrecisionContext, timings: dict) -> PrecisionVariant:
         "node_dtypes": {k: sum(1 for v in dtypes.values() if v == k) for k in ("fp16", "fp32", "mixed")},
         "casts_added": casts,
         "emulation": "FP16 storage, FP32 compute (see repo_gen/precision/fp16.py for how this differs from TensorRT)",
-        "fidelity_trt_evaluation": faithful,
         "rows": rows,
         "data": ctx.data_report,
     }

@@ -146,7 +146,6 @@ def load_model(
     weights: Path | None = None,
     pretrained: bool = False,
     seed: int = 0,
-    num_classes: int | None = None,
 ) -> LoadedModel:
     """Create `spec`'s timm model in eval mode with the requested weights.
 
@@ -154,14 +153,14 @@ def load_model(
         weights: checkpoint path; None means no checkpoint.
         pretrained: use timm's pretrained loader (fails with a clear message when offline).
         seed: random-init seed, used when neither weights nor pretrained is given.
-        num_classes: classifier width; None resolves to the spec's (1000 for ImageNet).
+    The classifier width is the spec's (1000 for ImageNet) unless the checkpoint says otherwise.
     """
     state = read_state_dict(weights) if weights is not None else None  # a bad file fails before torch imports
     torch, timm = _import_torch()
-    if num_classes is None and state is not None and "head.fc.weight" in state:
+    n_cls = spec.num_classes
+    if state is not None and "head.fc.weight" in state:
         # A fine-tuned checkpoint decides the classifier width (e.g. the 10-class digits fixture).
-        num_classes = int(state["head.fc.weight"].shape[0])
-    n_cls = num_classes or spec.num_classes
+        n_cls = int(state["head.fc.weight"].shape[0])
     if pretrained:
         try:
             module = timm.create_model(spec.timm_name, pretrained=True, num_classes=n_cls)

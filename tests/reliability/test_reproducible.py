@@ -16,6 +16,7 @@ from repo_gen.cache import (
     fp32_stage_inputs,
     restore_variants,
     store_variants,
+    variant_keys,
 )
 from tests.reliability.helpers import BUILD_ARGS, cli, diff_trees, tree_state
 
@@ -187,11 +188,11 @@ def test_precision_variants_round_trip(tmp_path):
     made = [PrecisionVariant("fp16", work / "fp16.onnx", work / "fp16.onnx", "fp32", {"rel_l2": 1e-4}, "ready"),
             PrecisionVariant("int8", work / "int8_serve.onnx", work / "int8_trt.onnx", "fp32", {"cosine": 0.999},
                              "inaccurate", "cosine 0.98 < 0.99", {"calibration": "max"})]
-    store_variants(cache, "f" * 64, cfg, made, seconds=10.0)
+    store_variants(cache, variant_keys(cache, "f" * 64, cfg, ["fp16", "int8"]), made, seconds=10.0)
     other = tmp_path / "work2"
     other.mkdir()
     report = SimpleNamespace(timings_s={}, notes=[])
-    got = restore_variants(cache, "f" * 64, cfg, ["fp16", "int8"], other, report)
+    got = restore_variants(cache, variant_keys(cache, "f" * 64, cfg, ["fp16", "int8"]), other, report)
     assert set(got) == {"fp16", "int8"}
     for v in made:
         g = got[v.precision]
@@ -201,5 +202,6 @@ def test_precision_variants_round_trip(tmp_path):
         assert g.trt_onnx.read_bytes() == v.trt_onnx.read_bytes()
     assert len(report.notes) == 2 and all("saved about 5.0 s" in n for n in report.notes)
     # Different options for a precision: its own key, so a miss.
-    assert restore_variants(cache, "f" * 64, _cfg(precisions=("int8",), calib_count=8), ["int8"], other, None) == {}
+    keys = variant_keys(cache, "f" * 64, _cfg(precisions=("int8",), calib_count=8), ["int8"])
+    assert restore_variants(cache, keys, other, None) == {}
     shutil.rmtree(other)
