@@ -2,7 +2,8 @@
 
     .venv/bin/python benchmarks/bench_reliability.py --soak-seconds 120 --concurrency 32 --out benchmarks/out/reliability
 
-1. Soak: `repo-gen serve` on a py-only mobilevit_xxs repository (max batch 8), perf_analyzer over
+1. Soak: `repo-gen serve` on a py-only repository of the test model (env REPO_GEN_TEST_MODEL, default
+   mobilevit_xxs; max batch 8, the build of tests/reliability/helpers.py PY_ONLY), perf_analyzer over
    gRPC at the given concurrency for --soak-seconds (three equal windows, every request exported);
    served / failed requests, p99 of the first and the last 10 s slice, Triton's failure counter.
 2. Crash-restart: under client load, SIGKILL tritonserver, start `repo-gen serve` again on the same
@@ -33,28 +34,29 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from tests.conftest import TEST_MAX_BATCH  # noqa: E402
 from tests.reliability.helpers import (  # noqa: E402
     PY_MODEL,
+    PY_ONLY,
     REPO_GEN,
     ClientLoop,
-    alive,
     child_pids,
     cli,
     http_get,
     metric_sum,
+    reap_orphan_stubs,
+    serve_args,
     served_cli,
     stub_processes_of,
+    versions_served,
     wait_ready,
 )
 from tests.reliability.soak import run_soak  # noqa: E402
 
-MODEL = "mobilevit_xxs"
-BUILD = ["--model", MODEL, "--max-batch", "8", "--precisions", "fp32", "--runtimes", "py", "--no-pipeline"]
-
 
 def build_repo(out: Path, version: int = 1) -> float:
     t0 = time.perf_counter()
-    r = cli(["build", *BUILD, "--version", str(version), "--output", str(out)], timeout=900)
+    r = cli(["build", *PY_ONLY, "--version", str(version), "--output", str(out)], timeout=900)
     if r.returncode != 0:
         raise SystemExit(f"build failed:\n{r.stderr[-3000:]}")
     return time.perf_counter() - t0
@@ -80,8 +82,7 @@ def crash_restart(repo: Path, out: Path, rounds: int) -> dict:
     from repo_gen.triton.server import free_ports
 
     ports = free_ports()
-    args = ["serve", "--model-repository", str(repo), "--http-port", str(ports.http), "--grpc-port", str(ports.grpc),
-            "--metrics-port", str(ports.metrics)]
+    args = serve_args(repo, ports)
     grpc_url, http_url = f"127.0.0.1:{ports.grpc}", f"127.0.0.1:{ports.http}"
     ready_s, first_ok_s, orphans = [], [], []
     log = open(out / "crash_restart_serve.log", "w")  # noqa: SIM115
@@ -99,12 +100,7 @@ def crash_restart(repo: Path, out: Path, rounds: int) -> dict:
             rc = proc.wait(60)
             assert rc == 1, f"repo-gen serve exited {rc} after tritonserver was killed"
             time.sleep(2.0)
-            left = [(p, s) for p, s in stubs if alive(p)]
-            orphans.append(len(left))
-            for p, shm in left:  # upstream: orphaned python-backend stubs survive their server
-                os.kill(p, signal.SIGKILL)
-                if shm and os.path.exists(f"/dev/shm/{shm}"):
-                    os.unlink(f"/dev/shm/{shm}")
+            orphans.append(len(reap_orphan_stubs(stubs)))  # upstream: orphaned python-backend stubs survive their server
             t0 = time.monotonic()
             proc = subprocess.Popen([REPO_GEN, *args], stdout=log, stderr=subprocess.STDOUT)  # noqa: S603
             wait_ready(http_url, 300)
@@ -132,21 +128,17 @@ def hot_update(repo: Path) -> dict:
     with served_cli(repo, "--model-control", "poll") as (_proc, ports):
         http_url = f"127.0.0.1:{ports.http}"
 
-        def served() -> list[str]:
-            status, body = http_get(f"http://{http_url}/v2/models/{PY_MODEL}", 5)
-            return json.loads(body).get("versions", []) if status == 200 else []
-
         with ClientLoop(f"127.0.0.1:{ports.grpc}", PY_MODEL, period_s=0.01) as loop:
             time.sleep(2.0)
             t0 = time.monotonic()
             build_s = build_repo(repo, new)
-            while served() != [str(new)] and time.monotonic() - t0 < 120:
+            while versions_served(http_url) != [str(new)] and time.monotonic() - t0 < 120:
                 time.sleep(0.05)
             live_s = time.monotonic() - t0
             time.sleep(3.0)
         old_ready = http_get(f"http://{http_url}/v2/models/{PY_MODEL}/versions/{new - 1}/ready")[0] == 200
         return {"new_version": new, "requests": loop.ok + loop.failed, "failed": loop.failed, "errors": loop.errors[:5],
-                "served_versions_after": served(), "old_version_ready_after": old_ready,
+                "served_versions_after": versions_served(http_url), "old_version_ready_after": old_ready,
                 "build_s": round(build_s, 2), "live_after_build_start_s": round(live_s, 2)}
 
 
@@ -182,7 +174,7 @@ def main() -> int:
     repo = out / "model_repository"
     shutil.rmtree(repo, ignore_errors=True)
     results: dict = {"date": time.strftime("%Y-%m-%d"), "machine": f"{platform.node()} ({os.cpu_count()} CPUs)",
-                     "model": f"{PY_MODEL} (max batch 8, python backend + ONNX Runtime, tritonserver 2.51)",
+                     "model": f"{PY_MODEL} (max batch {TEST_MAX_BATCH}, python backend + ONNX Runtime, tritonserver 2.51)",
                      "command": " ".join(sys.argv)}
     results["build_s"] = round(build_repo(repo), 2)
     print("soak ...", flush=True)

@@ -1,8 +1,6 @@
 """The FP32 build: ONNX contract, export check figures, repository layout, manifest, safety."""
 
-import hashlib
 import json
-import os
 
 import numpy as np
 import onnx
@@ -13,19 +11,7 @@ from repo_gen.config import BuildConfig
 from repo_gen.errors import UserError
 from repo_gen.triton.render import parse_config
 from tests.conftest import TEST_MAX_BATCH, TEST_MODEL
-
-
-def tree_hash(root):
-    h = hashlib.sha256()
-    for dirpath, dirnames, filenames in sorted(os.walk(root)):
-        dirnames.sort()
-        for f in sorted(filenames):
-            p = os.path.join(dirpath, f)
-            h.update(os.path.relpath(p, root).encode())
-            h.update(oct(os.stat(p).st_mode).encode())
-            with open(p, "rb") as fh:
-                h.update(fh.read())
-    return h.hexdigest()
+from tests.reliability.helpers import tree_state
 
 
 def test_onnx_contract(fp32_repo):
@@ -90,13 +76,13 @@ def test_failed_build_leaves_repository_untouched(repo_copy, tmp_path):
     foreign = repo_copy / "my_own_model"
     foreign.mkdir()
     (foreign / "config.pbtxt").write_text('name: "my_own_model"\nbackend: "python"\n')
-    before = tree_hash(repo_copy)
+    before = tree_state(repo_copy)
     bad = tmp_path / "bad.pth"
     bad.write_bytes(b"not a checkpoint at all")
     with pytest.raises(UserError, match="--weights"):
         build(BuildConfig(model=TEST_MODEL, output=repo_copy, weights=bad, max_batch=TEST_MAX_BATCH,
                           precisions=("fp32",), runtimes=("py",), pipeline=False))
-    assert tree_hash(repo_copy) == before
+    assert tree_state(repo_copy) == before
     assert not list(repo_copy.parent.glob(".repo-gen-staging-*"))
 
 
@@ -104,10 +90,10 @@ def test_refuses_to_overwrite_foreign_model(tmp_path):
     repo = tmp_path / "r"
     (repo / f"{TEST_MODEL}_py_fp32").mkdir(parents=True)
     (repo / f"{TEST_MODEL}_py_fp32" / "config.pbtxt").write_text("x")
-    before = tree_hash(repo)
+    before = tree_state(repo)
     with pytest.raises(UserError, match="not created by repo-gen"):
         build(BuildConfig(model=TEST_MODEL, output=repo, max_batch=2, precisions=("fp32",), runtimes=("py",), pipeline=False))
-    assert tree_hash(repo) == before
+    assert tree_state(repo) == before
 
 
 def test_mismatched_weights_named(tmp_path):

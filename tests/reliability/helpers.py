@@ -27,6 +27,9 @@ PY_MODEL = f"{TEST_MODEL}_py_fp32"
 # The options of the session's `fp32_repo` fixture: a rebuild with them hits the stage cache.
 BUILD_ARGS = ["--model", TEST_MODEL, "--max-batch", str(TEST_MAX_BATCH), "--precisions", "fp32",
               "--runtimes", "onnx,py", "--no-pipeline"]
+# A py-only build of the same model (serves PY_MODEL alone).
+PY_ONLY = ["--model", TEST_MODEL, "--max-batch", str(TEST_MAX_BATCH), "--precisions", "fp32", "--runtimes", "py",
+           "--no-pipeline"]
 STAGING_GLOB = ".repo-gen-staging-*"
 FOREIGN = "my_own_model"
 
@@ -285,6 +288,12 @@ class ClientLoop:
             self._thread.join(120)
 
 
+def serve_args(repo: Path, ports, *extra: str) -> list[str]:
+    """The argv (after `repo-gen`) of `repo-gen serve` on `repo` at `ports` (http, grpc, metrics)."""
+    return ["serve", "--model-repository", str(repo), "--http-port", str(ports.http), "--grpc-port", str(ports.grpc),
+            "--metrics-port", str(ports.metrics), *extra]
+
+
 @contextlib.contextmanager
 def served_cli(repo: Path, *extra: str, timeout: float = 180) -> Iterator[tuple[subprocess.Popen, object]]:
     """`repo-gen serve` (the CLI) on free loopback ports; yields (process, ports); stops it with SIGINT."""
@@ -292,8 +301,7 @@ def served_cli(repo: Path, *extra: str, timeout: float = 180) -> Iterator[tuple[
 
     ports = free_ports()
     log = open(repo.parent / f"serve-{ports.http}.log", "w")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen([REPO_GEN, "serve", "--model-repository", str(repo), "--http-port", str(ports.http),  # noqa: S603
-                             "--grpc-port", str(ports.grpc), "--metrics-port", str(ports.metrics), *extra],
+    proc = subprocess.Popen([REPO_GEN, *serve_args(repo, ports, *extra)],  # noqa: S603
                             stdout=log, stderr=subprocess.STDOUT, text=True)
     proc.log_path = Path(log.name)  # type: ignore[attr-defined]
     try:
@@ -302,6 +310,12 @@ def served_cli(repo: Path, *extra: str, timeout: float = 180) -> Iterator[tuple[
     finally:
         kill_quietly(proc, signal.SIGINT, 60)
         log.close()
+
+
+def versions_served(http_url: str) -> list[str]:
+    """The versions of PY_MODEL the server at `http_url` reports ([] if it does not answer 200)."""
+    status, body = http_get(f"http://{http_url}/v2/models/{PY_MODEL}", 5)
+    return json.loads(body).get("versions", []) if status == 200 else []
 
 
 def read_json(path: Path) -> dict:
@@ -343,3 +357,19 @@ def alive(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
     except OSError:
         return False
+
+
+def reap_orphan_stubs(stubs: list[tuple[int, str]]) -> list[tuple[int, str]]:
+    """SIGKILL the python backend stubs of `stubs` still alive and unlink their /dev/shm regions.
+
+    Upstream (python backend 2.51), the stubs of a SIGKILLed tritonserver live on as orphans (they
+    ignore SIGTERM) and keep their shared memory. Returns the (pid, region) of those found alive.
+    """
+    orphans = [(pid, shm) for pid, shm in stubs if alive(pid)]
+    for pid, shm in orphans:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        if shm:
+            with contextlib.suppress(OSError):
+                os.unlink(f"/dev/shm/{shm}")
+    return orphans

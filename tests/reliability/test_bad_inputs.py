@@ -24,6 +24,7 @@ from tests.conftest import TEST_MODEL
 from tests.reliability.helpers import (
     BUILD_ARGS,
     FOREIGN,
+    PY_ONLY,
     StderrWatch,
     add_foreign_model,
     can_mount,
@@ -195,8 +196,7 @@ CASES = [
          r"--output .*: no space left on the device.*nothing was changed; free space there or choose another --output",
          setup=_tiny_fs),
     Case("build-foreign-model-in-the-way", "build",
-         lambda c: ["build", "--model", TEST_MODEL, "--max-batch", "8", "--precisions", "fp32", "--runtimes", "py",
-                    "--no-pipeline", "--output", str(c.extra["foreign_repo"])], 2,
+         lambda c: ["build", *PY_ONLY, "--output", str(c.extra["foreign_repo"])], 2,
          r"model directory '.*_py_fp32' exists but was not created by repo-gen; move it away or choose another --output",
          setup=lambda c: c.extra.update(foreign_repo=_foreign_only_repo(c))),
     Case("build-manifest-corrupt", "build", build_args, 2,

@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
@@ -19,27 +18,27 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import TEST_MAX_BATCH, TEST_MODEL
 from tests.reliability.helpers import (
     PY_MODEL,
+    PY_ONLY,
     REPO_GEN,
     ClientLoop,
-    alive,
     child_pids,
     cli,
     http_get,
     kill_quietly,
     listening_addresses,
+    reap_orphan_stubs,
+    serve_args,
     served_cli,
     stub_processes_of,
     tree_state,
+    versions_served,
     wait_ready,
 )
 
 pytestmark = [pytest.mark.server]
 PYCACHE = ("__pycache__",)  # written next to model.py by the python backend's stub, not by repo-gen
-PY_ONLY = ["--model", TEST_MODEL, "--max-batch", str(TEST_MAX_BATCH), "--precisions", "fp32", "--runtimes", "py",
-           "--no-pipeline"]
 
 
 def _tritonserver_of(serve_proc: subprocess.Popen) -> int:
@@ -85,11 +84,8 @@ def _pid_gone(pid: int, timeout: float = 30) -> bool:
     return False
 
 
-def test_sigkill_under_load_then_restart(fp32_repo, tmp_path):
-    repo = tmp_path / "model_repository"
-    import shutil
-
-    shutil.copytree(fp32_repo, repo)
+def test_sigkill_under_load_then_restart(repo_copy, tmp_path):
+    repo = repo_copy
     before = tree_state(repo, skip=PYCACHE)
     figures = {}
     with served_cli(repo) as (serve, ports):
@@ -117,21 +113,14 @@ def test_sigkill_under_load_then_restart(fp32_repo, tmp_path):
             # Upstream behaviour (python backend 2.51): the stubs of a SIGKILLed server live on as
             # orphans (they ignore SIGTERM) and keep their /dev/shm regions. Count them, then clean up.
             time.sleep(3.0)
-            orphans = [(pid, shm) for pid, shm in stubs if alive(pid)]
+            orphans = reap_orphan_stubs(stubs)
             figures["orphaned_stubs_after_sigkill"] = f"{len(orphans)} of {len(stubs)}"
-            for pid, shm in orphans:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-                if shm:
-                    with contextlib.suppress(OSError):
-                        os.unlink(f"/dev/shm/{shm}")
 
             # Restart with the same CLI and ports; the client loops keep running throughout.
             t0 = time.monotonic()
             log2 = open(tmp_path / "restart.log", "w")  # noqa: SIM115
-            restarted = subprocess.Popen([REPO_GEN, "serve", "--model-repository", str(repo),  # noqa: S603
-                                          "--http-port", str(ports.http), "--grpc-port", str(ports.grpc),
-                                          "--metrics-port", str(ports.metrics)], stdout=log2, stderr=subprocess.STDOUT)
+            restarted = subprocess.Popen([REPO_GEN, *serve_args(repo, ports)],  # noqa: S603
+                                         stdout=log2, stderr=subprocess.STDOUT)
             try:
                 wait_ready(f"127.0.0.1:{ports.http}", 180)
                 figures["restart_to_ready_s"] = round(time.monotonic() - t0, 2)
@@ -160,11 +149,6 @@ def test_sigkill_under_load_then_restart(fp32_repo, tmp_path):
     (tmp_path / "figures.json").write_text(json.dumps(figures))
 
 
-def _versions_served(http_url: str) -> list[str]:
-    status, body = http_get(f"http://{http_url}/v2/models/{PY_MODEL}", 5)
-    return json.loads(body).get("versions", []) if status == 200 else []
-
-
 @pytest.mark.slow
 def test_hot_update_in_poll_mode_has_no_failed_request(tmp_path):
     repo = tmp_path / "model_repository"
@@ -172,19 +156,19 @@ def test_hot_update_in_poll_mode_has_no_failed_request(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     with served_cli(repo, "--model-control", "poll") as (_serve, ports):
         http_url, grpc_url = f"127.0.0.1:{ports.http}", f"127.0.0.1:{ports.grpc}"
-        assert _versions_served(http_url) == ["1"]
+        assert versions_served(http_url) == ["1"]
         with ClientLoop(grpc_url, PY_MODEL, period_s=0.01) as loop:
             time.sleep(1.0)
             t_start = time.monotonic()
             r = cli(["build", *PY_ONLY, "--version", "2", "--output", str(repo)])
             assert r.returncode == 0, r.stderr[-3000:]
             built_s = time.monotonic() - t_start
-            while _versions_served(http_url) != ["2"] and time.monotonic() - t_start < 90:
+            while versions_served(http_url) != ["2"] and time.monotonic() - t_start < 90:
                 time.sleep(0.05)
             live_s = time.monotonic() - t_start
             ok_at_switch = loop.ok
             time.sleep(2.0)
-        assert _versions_served(http_url) == ["2"], _versions_served(http_url)
+        assert versions_served(http_url) == ["2"], versions_served(http_url)
         assert loop.failed == 0, f"{loop.failed} failed requests during the hot update: {loop.errors}"
         assert loop.ok > ok_at_switch > 0
         # Version 1 is retired by version_policy { latest { num_versions: 1 } }, though still on disk.
