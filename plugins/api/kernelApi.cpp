@@ -20,21 +20,8 @@ template <typename T>
 int separate(T const* q, T const* k, T const* v, T* o, int32_t batch, int32_t heads, int32_t seqLen,
     int32_t headDim, float scale, void* stream)
 {
-    mvt::AttentionParams<T> p;
-    p.q = q;
-    p.k = k;
-    p.v = v;
-    p.o = o;
-    p.qStride = mvt::separateLayoutStrides(heads, seqLen, headDim);
-    p.kStride = p.qStride;
-    p.vStride = p.qStride;
-    p.oStride = p.qStride;
-    p.batch = batch;
-    p.heads = heads;
-    p.seqLen = seqLen;
-    p.headDim = headDim;
-    p.scale = scale;
-    return static_cast<int>(mvt::launchAttention<T>(p, asStream(stream)));
+    return static_cast<int>(mvt::launchAttention<T>(
+        mvt::separateLayoutParams<T>(q, k, v, o, batch, heads, seqLen, headDim, scale), asStream(stream)));
 }
 } // namespace
 

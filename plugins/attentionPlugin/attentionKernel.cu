@@ -105,6 +105,28 @@ __device__ __forceinline__ uint32_t packHalf2(float lo, float hi)
     return *reinterpret_cast<uint32_t const*>(&h);
 }
 
+// Copy kVec halves (one 16-, 8-, 4- or 2-byte chunk) from src to dst; both aligned to the chunk.
+template <int32_t kVec>
+__device__ __forceinline__ void storeChunk(__half* dst, __half const* src)
+{
+    if constexpr (kVec == 8)
+    {
+        *reinterpret_cast<uint4*>(dst) = *reinterpret_cast<uint4 const*>(src);
+    }
+    else if constexpr (kVec == 4)
+    {
+        *reinterpret_cast<uint2*>(dst) = *reinterpret_cast<uint2 const*>(src);
+    }
+    else if constexpr (kVec == 2)
+    {
+        *reinterpret_cast<uint32_t*>(dst) = *reinterpret_cast<uint32_t const*>(src);
+    }
+    else
+    {
+        *dst = *src;
+    }
+}
+
 // Copy a 64-row tile (rows of every group) from global to shared memory, zero-filling rows past
 // the sequence, head-dim padding and invalid items. `rowOf(g, r)` gives the token index.
 template <int32_t kHd, int32_t kLds, int32_t kVec, int32_t kTile>
@@ -341,46 +363,8 @@ __global__ void __launch_bounds__(kThreads, minBlocks<kHd, kStages>()) attention
         int32_t const token = rowBase + r;
         if (token < p.seqLen && c < p.headDim)
         {
-            __half const* src = sQ + (qr + r) * kLds + c;
-            __half* dst = gp.o + token * p.oStride.token + c;
-            if constexpr (kVec == 8)
-            {
-                *reinterpret_cast<uint4*>(dst) = *reinterpret_cast<uint4 const*>(src);
-            }
-            else if constexpr (kVec == 4)
-            {
-                *reinterpret_cast<uint2*>(dst) = *reinterpret_cast<uint2 const*>(src);
-            }
-            else if constexpr (kVec == 2)
-            {
-                *reinterpret_cast<uint32_t*>(dst) = *reinterpret_cast<uint32_t const*>(src);
-            }
-            else
-            {
-                *dst = *src;
-            }
+            storeChunk<kVec>(gp.o + token * p.oStride.token + c, sQ + (qr + r) * kLds + c);
         }
-    }
-}
-
-template <int32_t kVec>
-__device__ __forceinline__ void storeChunk(__half* dst, __half const* src)
-{
-    if constexpr (kVec == 8)
-    {
-        *reinterpret_cast<uint4*>(dst) = *reinterpret_cast<uint4 const*>(src);
-    }
-    else if constexpr (kVec == 4)
-    {
-        *reinterpret_cast<uint2*>(dst) = *reinterpret_cast<uint2 const*>(src);
-    }
-    else if constexpr (kVec == 2)
-    {
-        *reinterpret_cast<uint32_t*>(dst) = *reinterpret_cast<uint32_t const*>(src);
-    }
-    else
-    {
-        *dst = *src;
     }
 }
 
@@ -1040,6 +1024,27 @@ AttentionParams<T> packedLayoutParams(
     return p;
 }
 
+template <typename T>
+AttentionParams<T> separateLayoutParams(T const* q, T const* k, T const* v, T* o, int32_t batch, int32_t heads,
+    int32_t seqLen, int32_t headDim, float scale)
+{
+    AttentionParams<T> p;
+    p.q = q;
+    p.k = k;
+    p.v = v;
+    p.o = o;
+    p.qStride = separateLayoutStrides(heads, seqLen, headDim);
+    p.kStride = p.qStride;
+    p.vStride = p.qStride;
+    p.oStride = p.qStride;
+    p.batch = batch;
+    p.heads = heads;
+    p.seqLen = seqLen;
+    p.headDim = headDim;
+    p.scale = scale;
+    return p;
+}
+
 template <>
 cudaError_t launchAttention<__half>(AttentionParams<__half> const& p, cudaStream_t stream)
 {
@@ -1080,4 +1085,8 @@ cudaError_t launchAttention<float>(AttentionParams<float> const& p, cudaStream_t
 template AttentionParams<float> packedLayoutParams<float>(float const*, float*, int32_t, int32_t, int32_t, int32_t, float);
 template AttentionParams<__half> packedLayoutParams<__half>(
     __half const*, __half*, int32_t, int32_t, int32_t, int32_t, float);
+template AttentionParams<float> separateLayoutParams<float>(
+    float const*, float const*, float const*, float*, int32_t, int32_t, int32_t, int32_t, float);
+template AttentionParams<__half> separateLayoutParams<__half>(
+    __half const*, __half const*, __half const*, __half*, int32_t, int32_t, int32_t, int32_t, float);
 } // namespace mvt

@@ -56,6 +56,11 @@ template <typename T>
 AttentionParams<T> packedLayoutParams(
     T const* qkv, T* o, int32_t batch, int32_t heads, int32_t seqLen, int32_t headDim, float scale);
 
+//! Fill params for the "separate" layout: q, k, v, o each contiguous [batch, heads, seqLen, headDim].
+template <typename T>
+AttentionParams<T> separateLayoutParams(T const* q, T const* k, T const* v, T* o, int32_t batch, int32_t heads,
+    int32_t seqLen, int32_t headDim, float scale);
+
 //! cudaErrorInvalidValue for an unsupported shape or a null pointer; otherwise the launch status.
 template <typename T>
 cudaError_t launchAttention(AttentionParams<T> const& params, cudaStream_t stream);

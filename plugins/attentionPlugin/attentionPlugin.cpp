@@ -253,21 +253,10 @@ cudaError_t run(bool packed, void const* const* inputs, void* output, int32_t ba
                                       batch, heads, seqLen, headDim, scale),
             stream);
     }
-    AttentionParams<T> p;
-    p.q = static_cast<T const*>(inputs[0]);
-    p.k = static_cast<T const*>(inputs[1]);
-    p.v = static_cast<T const*>(inputs[2]);
-    p.o = static_cast<T*>(output);
-    p.qStride = separateLayoutStrides(heads, seqLen, headDim);
-    p.kStride = p.qStride;
-    p.vStride = p.qStride;
-    p.oStride = p.qStride;
-    p.batch = batch;
-    p.heads = heads;
-    p.seqLen = seqLen;
-    p.headDim = headDim;
-    p.scale = scale;
-    return launchAttention<T>(p, stream);
+    return launchAttention<T>(
+        separateLayoutParams<T>(static_cast<T const*>(inputs[0]), static_cast<T const*>(inputs[1]),
+            static_cast<T const*>(inputs[2]), static_cast<T*>(output), batch, heads, seqLen, headDim, scale),
+        stream);
 }
 } // namespace
 
