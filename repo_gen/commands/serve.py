@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import signal
 import time
 from pathlib import Path
 
@@ -56,43 +55,40 @@ def run(args: argparse.Namespace) -> int:
             + "; use --model-control explicit, or build only servable runtimes (e.g. --runtimes py) into their own --output"
         )
     from repo_gen.triton.repository import MANIFEST_NAME, read_manifest
-    from repo_gen.trt.serve import serve_problems, tritonserver_args
+    from repo_gen.trt.serve import serve_problems
 
     if (repo / MANIFEST_NAME).exists():
         for problem in serve_problems(repo, read_manifest(repo), inst.backend_dir):
             logger.warning(problem)
-    extra = tritonserver_args(repo, serve)
     server = TritonServer(
         repo,
         host=args.host,
         ports=ServerPorts(args.http_port, args.grpc_port, args.metrics_port),
         models=None if args.model_control == "poll" else serve,
         model_control=args.model_control,
-        extra_args=extra,
         install=inst,
     )
 
-    def _terminate(signum, frame):  # noqa: ARG001 - `docker stop` / systemd send SIGTERM: stop tritonserver too
-        raise KeyboardInterrupt(f"signal {signum}")
+    from repo_gen.triton.repository import signals_as_exceptions
 
-    signal.signal(signal.SIGTERM, _terminate)
-    signal.signal(signal.SIGHUP, _terminate)
-    try:
-        server.start(timeout_s=args.timeout)
-    except BaseException:
-        server.stop()  # interrupted or failed while starting: never leave tritonserver running behind us
-        raise
-    console.print(f"serving {len(serve)} model(s): {', '.join(serve)}")
-    console.print(f"HTTP    http://{args.host}:{args.http_port}/v2/health/ready\n"
-                  f"gRPC    {args.host}:{args.grpc_port}\nmetrics http://{args.host}:{args.metrics_port}/metrics")
-    console.print(f"server log: {server.log_path}; Ctrl-C to stop")
-    try:
-        while server.proc is not None and server.proc.poll() is None:
-            time.sleep(0.5)
-    except KeyboardInterrupt:
-        console.print("stopping tritonserver ...")
-        server.stop()
-        return 0
-    code = server.proc.returncode if server.proc else 1
-    console.print(f"[bold red]tritonserver exited with code {code}[/]: {server.log_tail(3)}")
-    return 1
+    # `docker stop` / systemd send SIGTERM: handled as Ctrl-C, so tritonserver is stopped too.
+    with signals_as_exceptions():
+        try:
+            server.start(timeout_s=args.timeout)
+        except BaseException:
+            server.stop()  # interrupted or failed while starting: never leave tritonserver running behind us
+            raise
+        console.print(f"serving {len(serve)} model(s): {', '.join(serve)}")
+        console.print(f"HTTP    http://{args.host}:{args.http_port}/v2/health/ready\n"
+                      f"gRPC    {args.host}:{args.grpc_port}\nmetrics http://{args.host}:{args.metrics_port}/metrics")
+        console.print(f"server log: {server.log_path}; Ctrl-C to stop")
+        try:
+            while server.proc is not None and server.proc.poll() is None:
+                time.sleep(0.5)
+        except KeyboardInterrupt:
+            console.print("stopping tritonserver ...")
+            server.stop()
+            return 0
+        code = server.proc.returncode if server.proc else 1
+        console.print(f"[bold red]tritonserver exited with code {code}[/]: {server.log_tail(3)}")
+        return 1

@@ -112,7 +112,7 @@ def _lock_dir(directory: Path, wait_s: float) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _signals_as_exceptions() -> Iterator[None]:
+def signals_as_exceptions() -> Iterator[None]:
     """SIGTERM/SIGHUP raise KeyboardInterrupt, so the staging cleanup runs as on Ctrl-C."""
 
     def handler(signum, frame):  # noqa: ARG001
@@ -165,10 +165,10 @@ class RepositoryTransaction:
         if not os.access(target, os.W_OK | os.X_OK):
             raise UserError(f"--output {self.repo}: {target} is not writable; choose a writable --output or fix its permissions")
         self._stack.enter_context(_lock_dir(parent, self.lock_timeout_s))
-        self._stack.enter_context(_signals_as_exceptions())
+        self._stack.enter_context(signals_as_exceptions())
         try:
             self._remove_stale_staging(parent)
-            self.manifest = read_manifest(self.repo) if self.repo.exists() else read_manifest(Path("/nonexistent"))
+            self.manifest = read_manifest(self.repo)
             self._check_ownership()
             try:
                 self.staging = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{self.repo.name}-", dir=parent))

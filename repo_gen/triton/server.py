@@ -65,13 +65,11 @@ def _config_backend(model_dir: Path) -> str | None:
     cfg = model_dir / "config.pbtxt"
     if not cfg.is_file():
         return None
-    from google.protobuf import text_format
-    from tritonclient.grpc import model_config_pb2
+    from repo_gen.triton.render import parse_config
 
-    mc = model_config_pb2.ModelConfig()
     try:
-        text_format.Parse(cfg.read_text(), mc)
-    except text_format.ParseError:
+        mc = parse_config(cfg.read_text())
+    except BuildFailure:
         return None
     return mc.backend or BACKEND_OF_PLATFORM.get(mc.platform, mc.platform) or None
 
@@ -168,7 +166,11 @@ class TritonServer:
             args.append(f"--repository-poll-secs={self.poll_secs}")
         elif self.models is not None:
             args += [f"--load-model={m}" for m in self.models]
-        return args + list(self.extra_args)
+        from repo_gen.trt.serve import tritonserver_args
+
+        # Every server repo-gen starts (serve, bench, tune, tests) gets what its plan models need:
+        # the plugin libraries and the version-compatible flag, read from the manifest.
+        return args + tritonserver_args(self.repo, self.models) + list(self.extra_args)
 
     @property
     def http_url(self) -> str:

@@ -151,11 +151,3 @@ def check_plans(repo: Path) -> list[DoctorRow]:
 def checks() -> list[DoctorRow]:
     """Machine rows of `repo-gen doctor`: TensorRT version, then one row per GPU."""
     return [tensorrt_row(), *gpu_rows()]
-
-
-def trt_rows(repo: Path | None = None) -> list[DoctorRow]:
-    """Every TensorRT row of `repo-gen doctor`; `repo` None means no repository rows."""
-    rows = checks()
-    if repo is not None and Path(repo).is_dir():
-        rows.extend(check_plans(Path(repo)))
-    return rows

@@ -59,7 +59,9 @@ STANDARD_ONNX_DOMAINS = ("", "ai.onnx", "ai.onnx.ml")
 
 def default_timing_cache() -> Path:
     """Where Python builds keep their timing cache when --timing-cache is not given."""
-    return Path.home() / ".cache" / "repo-gen" / "trt-timing.cache"
+    from repo_gen.tools import cache_dir
+
+    return cache_dir() / "trt-timing.cache"
 
 
 def plugin_op_types(onnx_path: Path) -> tuple[str, ...]:

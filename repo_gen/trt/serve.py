@@ -16,7 +16,6 @@ from typing import Any
 
 from repo_gen.trt.trtexec import PLAN_NAME
 
-DEFAULT_BACKEND_DIR = Path("/opt/tritonserver/backends")
 TENSORRT_BACKEND_LIB = "tensorrt/libtriton_tensorrt.so"
 
 
@@ -57,13 +56,6 @@ def tritonserver_args(repo: Path, models: list[str] | None = None) -> list[str]:
     if models is not None:
         manifest = dict(manifest, models={n: e for n, e in manifest.get("models", {}).items() if n in models})
     return tensorrt_server_args(manifest)
-
-
-def backend_dir_for(tritonserver: Path) -> Path:
-    """The backend directory a tritonserver binary uses by default: `<prefix>/backends` next to its
-    `bin/` (true for the NGC image's /opt/tritonserver and for the pytriton wheel)."""
-    candidate = Path(tritonserver).resolve().parent.parent / "backends"
-    return candidate if candidate.is_dir() else DEFAULT_BACKEND_DIR
 
 
 def has_tensorrt_backend(backend_dir: Path) -> bool:

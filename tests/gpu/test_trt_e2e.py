@@ -123,7 +123,6 @@ def test_served_plan_matches_onnxruntime(built):
     from repo_gen.errors import MissingDependency
     from repo_gen.tools import find_tritonserver
     from repo_gen.triton.server import TritonServer, free_ports
-    from repo_gen.trt.serve import tritonserver_args
 
     repo, name, precision, _ = built
     try:
@@ -138,8 +137,7 @@ def test_served_plan_matches_onnxruntime(built):
 
     fp16_io = parse_config((repo / name / "config.pbtxt").read_text()).input[0].data_type == pb.TYPE_FP16
     dtype = np.dtype("float16") if fp16_io else np.dtype("float32")
-    server = TritonServer(repo, ports=free_ports(), models=[name], extra_args=tritonserver_args(repo, [name]),
-                          install=inst)
+    server = TritonServer(repo, ports=free_ports(), models=[name], install=inst)
     server.start(timeout_s=300)
     try:
         for batch in (1, 5):
