@@ -54,12 +54,11 @@ def run(args: argparse.Namespace) -> int:
             + "; ".join(f"{c.name} ({c.reason})" for c in left_out)
             + "; use --model-control explicit, or build only servable runtimes (e.g. --runtimes py) into their own --output"
         )
-    from repo_gen.triton.repository import MANIFEST_NAME, read_manifest
+    from repo_gen.triton.repository import read_manifest
     from repo_gen.trt.serve import serve_problems
 
-    if (repo / MANIFEST_NAME).exists():
-        for problem in serve_problems(repo, read_manifest(repo), inst.backend_dir):
-            logger.warning(problem)
+    for problem in serve_problems(repo, read_manifest(repo), inst.backend_dir):
+        logger.warning(problem)
     server = TritonServer(
         repo,
         host=args.host,

@@ -5,6 +5,7 @@ Unreadable files are skipped and counted, never fatal: `ImageSet.skipped` names 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,8 +63,10 @@ def load_dir(directory: Path, data: DataConfig, count: int | None = None) -> Ima
     return load_files(Path(directory), list_images(directory), data, count)
 
 
-def skimage_photos() -> list[tuple[str, Any]]:
-    """(name, RGB PIL image) for each bundled scikit-image photo that loads."""
+@functools.cache
+def skimage_photos() -> tuple[tuple[str, Any], ...]:
+    """(name, RGB PIL image) for each bundled scikit-image photo that loads; decoded once per
+    process (a build draws calibration and evaluation sets from them). Treat the images as read-only."""
     from PIL import Image
     from skimage import data as skdata
 
@@ -79,7 +82,7 @@ def skimage_photos() -> list[tuple[str, Any]]:
         if arr.dtype != np.uint8:
             arr = (np.clip(arr.astype(np.float64) / max(float(arr.max()), 1e-12), 0, 1) * 255).astype(np.uint8)
         out.append((name, to_rgb(Image.fromarray(arr))))
-    return out
+    return tuple(out)
 
 
 def builtin_photos(data: DataConfig, count: int, seed: int = 0, offset: int = 0) -> ImageSet:

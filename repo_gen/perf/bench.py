@@ -34,7 +34,7 @@ from repo_gen.perf.analyzer import (
     ServerDied,
     UnstableMeasurement,
 )
-from repo_gen.triton.repository import MANIFEST_NAME, read_manifest
+from repo_gen.triton.repository import read_manifest
 
 
 @dataclass
@@ -119,7 +119,7 @@ def best_point(points: list[PerfPoint], budget_ms: float | None = None) -> PerfP
 
 
 def _variants(repo: Path, models: list[str]) -> dict[str, Variant]:
-    manifest = read_manifest(repo)["models"] if (repo / MANIFEST_NAME).exists() else {}
+    manifest = read_manifest(repo)["models"]
     out = {}
     for m in models:
         e = manifest.get(m)
@@ -211,7 +211,7 @@ def run_bench(cfg: BenchConfig) -> BenchResult:
         models = select_models(cfg.repo, cfg.models, _ready_on_server(url, cfg.settings.protocol))
         alive = None  # type: ignore[assignment]
     variants = _variants(cfg.repo, models)
-    manifest = read_manifest(cfg.repo)["models"] if (cfg.repo / MANIFEST_NAME).exists() else {}
+    manifest = read_manifest(cfg.repo)["models"]
     result = BenchResult(out, [], variants, out / "report.md")
     meta = {"date": _dt.datetime.now().isoformat(timespec="seconds"), "url": url, "protocol": cfg.settings.protocol,
             "machine": machine_description(), "settings": asdict(cfg.settings), "input_data": cfg.input_data,

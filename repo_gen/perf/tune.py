@@ -356,7 +356,7 @@ def run_tune(cfg: TuneConfig) -> TuneResult:
     cfg_path = model_dir / "config.pbtxt"
     original_text = cfg_path.read_text()
     base_cfg = parse_config(original_text, str(cfg_path))
-    manifest = read_manifest(cfg.repo) if (cfg.repo / MANIFEST_NAME).exists() else {"models": {}}
+    manifest = read_manifest(cfg.repo)
     entry = manifest["models"].get(cfg.model)
     limit = max_batch_limit(entry, int(base_cfg.max_batch_size))
     start = candidate_of(base_cfg)

@@ -44,7 +44,8 @@ class ModelConfigSpec:
         preferred_batch_sizes: empty means "let the batcher form the largest batch it can".
         instance_kind: KIND_CPU, KIND_GPU or KIND_AUTO.
         num_versions: version_policy latest { num_versions }.
-        cuda_graph_batch_sizes: tensorrt_plan only; empty means no CUDA graphs.
+        cuda_graphs: tensorrt_plan only, (captured batch size, lowest batch it serves) per CUDA
+            graph (`trt.profile.graph_ranges`); empty means no CUDA graphs.
     """
 
     name: str
@@ -61,7 +62,7 @@ class ModelConfigSpec:
     num_versions: int = 1
     warmup: list[WarmupSpec] = field(default_factory=list)
     parameters: dict[str, str] = field(default_factory=dict)
-    cuda_graph_batch_sizes: list[int] = field(default_factory=list)
+    cuda_graphs: list[tuple[int, int]] = field(default_factory=list)
     ensemble_steps: list[EnsembleStep] = field(default_factory=list)
     default_model_filename: str | None = None
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from repo_gen.errors import BuildFailure, UserError
 from repo_gen.log import logger
 from repo_gen.tools import TritonInstall, cache_dir, find_tritonserver
-from repo_gen.triton.repository import MANIFEST_NAME, read_manifest
+from repo_gen.triton.repository import read_manifest
 
 BACKEND_OF_PLATFORM = {"tensorrt_plan": "tensorrt", "onnxruntime_onnx": "onnxruntime", "pytorch_libtorch": "pytorch",
                        "tensorflow_savedmodel": "tensorflow", "ensemble": "ensemble"}
@@ -86,7 +86,7 @@ def choose_models(repo: Path, backends: list[str], allow_inaccurate: bool = Fals
     """
     if not repo.is_dir():
         raise UserError(f"--model-repository {repo}: no such directory; run `repo-gen build --output {repo}` first")
-    manifest = read_manifest(repo)["models"] if (repo / MANIFEST_NAME).exists() else {}
+    manifest = read_manifest(repo)["models"]
     dirs = sorted(p for p in repo.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not dirs:
         raise UserError(f"--model-repository {repo}: holds no models; run `repo-gen build --output {repo}` first")

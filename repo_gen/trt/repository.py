@@ -176,7 +176,7 @@ def write_tensorrt_model(
         instance_kind="KIND_GPU",
         warmup=warmups(inp, prof.warmup_batch_sizes(profile.max_batch)),
         parameters={"execution_context_allocation_strategy": ALLOCATION_STRATEGY},
-        cuda_graph_batch_sizes=graphs,
+        cuda_graphs=[(r.batch_size, r.lower_bound) for r in prof.graph_ranges(graphs)],
         default_model_filename=PLAN_NAME,
     )
     files = write_config_and_labels(model_dir, spec, labels)
