@@ -20,7 +20,9 @@ repo-gen build --model "$MODEL" --output "$OUT" "$@"
 LOG=$(mktemp -t repo-gen-serve.XXXXXX.log)
 repo-gen serve --model-repository "$OUT" --http-port "$HTTP" --grpc-port "$GRPC" --metrics-port "$METRICS" >"$LOG" 2>&1 &
 SERVER=$!
-trap 'kill -INT "$SERVER" 2>/dev/null; wait "$SERVER" 2>/dev/null || true' EXIT
+# SIGTERM, not SIGINT: a job started with & in a non-interactive shell ignores SIGINT, so the
+# server would never stop; `repo-gen serve` handles SIGTERM like Ctrl-C (stops tritonserver).
+trap 'kill -TERM "$SERVER" 2>/dev/null; wait "$SERVER" 2>/dev/null || true' EXIT
 for _ in $(seq 1 300); do
   if curl -sf "http://127.0.0.1:$HTTP/v2/health/ready" >/dev/null; then break; fi
   if ! kill -0 "$SERVER" 2>/dev/null; then cat "$LOG"; echo "quickstart: server failed to start" >&2; exit 1; fi
@@ -40,7 +42,7 @@ repo-gen classify "$PHOTO" --url "127.0.0.1:$GRPC" --model "${MODEL}_pipeline" -
 
 echo "== short perf_analyzer measurement"
 repo-gen bench --model-repository "$OUT" --url "127.0.0.1:$GRPC" --models "${MODEL}_py_fp32" \
-  --concurrency 1,4 --measurement-mode count_windows --measurement-request-count 30 --max-trials 3 \
+  --concurrency 1,4 --measurement-mode count_windows --measurement-request-count 60 --max-trials 3 \
   --output "bench-quickstart"
 rm -f "$PHOTO"
 echo "quickstart: done (repository: $OUT, bench report: bench-quickstart/report.md)"
