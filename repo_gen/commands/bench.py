@@ -19,6 +19,9 @@ def add_measurement_args(p: argparse.ArgumentParser, interval_ms: int = 2000) ->
                    help="a point is stable when its last 3 windows agree within PCT%% (throughput and p99); "
                    "unstable points are retried at 2x and 4x PCT and flagged")
     g.add_argument("--max-trials", type=int, default=10, metavar="N", help="windows per point at most")
+    g.add_argument("--shared-memory", default="none", choices=["none", "system"],
+                   help="system: the client passes tensors through POSIX shared memory instead of the "
+                   "gRPC/HTTP messages (only for a client on the server's host; default none)")
 
 
 def settings_from_args(args: argparse.Namespace):
@@ -27,7 +30,8 @@ def settings_from_args(args: argparse.Namespace):
     s = args.stability_percentage
     return PerfSettings(protocol=args.protocol, measurement_mode=args.measurement_mode,
                         measurement_interval_ms=args.measurement_interval_ms, request_count=args.measurement_request_count,
-                        stability_percentage=s, max_trials=args.max_trials, relax=(2 * s, 4 * s))
+                        stability_percentage=s, max_trials=args.max_trials, relax=(2 * s, 4 * s),
+                        shared_memory=args.shared_memory)
 
 
 def add_parser(sub) -> None:

@@ -34,6 +34,10 @@ from repo_gen.tools import PerfAnalyzer, find_perf_analyzer
 
 PROTOCOLS = ("grpc", "http")
 MEASUREMENT_MODES = ("time_windows", "count_windows")
+SHARED_MEMORY = ("none", "system")
+# perf_analyzer's output region per request is fixed in advance (default 100 KB); per image we
+# allow 16 KiB, room for 4000 float32 scores, so a batch-64 request of 1000-class logits fits.
+OUTPUT_SHM_BYTES_PER_SAMPLE = 16 * 1024
 UNSTABLE_MARK = "Failed to obtain stable measurement"
 EMPTY_WINDOW_MARK = "No valid requests recorded"  # a time window shorter than one request
 # What perf_analyzer prints when it cannot reach the server (or the server went away).
@@ -63,7 +67,11 @@ class PerfSettings:
         relax: thresholds tried, in order, after `stability_percentage` fails; empty: no retry.
         percentile: latency percentile used for stability (and reported as "the" latency).
         timeout_s: wall-clock limit of one perf_analyzer process.
-        extra_args: appended verbatim (e.g. ["--shared-memory", "system"]).
+        shared_memory: "none" sends tensors inside the gRPC/HTTP messages; "system" puts inputs and
+            outputs in POSIX shared memory registered with the server (a client on the server's own
+            host): on a 2-core machine the ~0.8 MB of protobuf per 256x256 image costs ~10% of
+            throughput (benchmarks/RESULTS.md, Foundation).
+        extra_args: appended verbatim.
     """
 
     protocol: str = "grpc"
@@ -75,12 +83,15 @@ class PerfSettings:
     relax: tuple[float, ...] = (20.0, 40.0)
     percentile: int = 99
     timeout_s: float = 300.0
+    shared_memory: str = "none"
     extra_args: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.protocol = str(self.protocol).lower()
         if self.protocol not in PROTOCOLS:
             raise UserError(f"--protocol {self.protocol}: choose grpc or http")
+        if self.shared_memory not in SHARED_MEMORY:
+            raise UserError(f"--shared-memory {self.shared_memory}: choose none or system")
         if self.measurement_mode not in MEASUREMENT_MODES:
             raise UserError(f"measurement mode {self.measurement_mode!r}: choose time_windows or count_windows")
         if self.measurement_interval_ms < 100:
@@ -216,6 +227,9 @@ def perf_argv(
     ]
     if input_data is not None:
         argv += ["--input-data", str(input_data)]
+    if settings.shared_memory != "none":
+        argv += ["--shared-memory", settings.shared_memory,
+                 "--output-shared-memory-size", str(max(102400, batch_size * OUTPUT_SHM_BYTES_PER_SAMPLE))]
     return argv + list(settings.extra_args)
 
 

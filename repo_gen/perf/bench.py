@@ -20,6 +20,7 @@ import os
 import platform
 import shlex
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -78,6 +79,10 @@ class BenchConfig:
             raise UserError("--batch-sizes: values must be >= 1")
         if self.url is not None and ":" not in self.url:
             raise UserError(f"--url {self.url}: expected HOST:PORT of the server's {self.settings.protocol} endpoint, e.g. 127.0.0.1:8001")
+        if self.url is not None and self.settings.shared_memory != "none" \
+                and self.url.rsplit(":", 1)[0] not in ("127.0.0.1", "localhost", "[::1]"):
+            raise UserError(f"--shared-memory {self.settings.shared_memory} with --url {self.url}: shared memory "
+                            "works only with a server on this host; use --shared-memory none for a remote server")
         if self.output is None:
             self.output = self.repo.absolute().parent / f"bench-{time.strftime('%Y%m%d-%H%M%S')}"
         self.output = Path(self.output)
@@ -202,14 +207,12 @@ def run_bench(cfg: BenchConfig) -> BenchResult:
                               log_path=out / "tritonserver.log")
         commands.append("# tritonserver (started by repo-gen bench)\n" + shlex.join(server.argv()))
         server.start(timeout_s=cfg.server_timeout_s)
-        url = server.grpc_url if cfg.settings.protocol == "grpc" else server.http_url
-
-        def alive() -> bool:
-            return server is not None and server.proc is not None and server.proc.poll() is None and server.is_live()
+        url = server.url(cfg.settings.protocol)
+        alive: Callable[[], bool] | None = server.alive
     else:
         url = cfg.url
         models = select_models(cfg.repo, cfg.models, _ready_on_server(url, cfg.settings.protocol))
-        alive = None  # type: ignore[assignment]
+        alive = None
     variants = _variants(cfg.repo, models)
     manifest = read_manifest(cfg.repo)["models"]
     result = BenchResult(out, [], variants, out / "report.md")
@@ -366,7 +369,8 @@ def render_report(result: BenchResult, cfg: BenchConfig, meta: dict, with_plots:
     lines = ["# repo-gen bench report", ""]
     if not result.complete:
         lines += ["**INCOMPLETE**: the run stopped early; the numbers below are what was measured before.", ""]
-    lines += [f"- date: {meta['date']}", f"- machine: {meta['machine']}", f"- server: {meta['url']} ({meta['protocol']})",
+    lines += [f"- date: {meta['date']}", f"- machine: {meta['machine']}", f"- server: {meta['url']} ({meta['protocol']}"
+              + (", tensors in system shared memory)" if cfg.settings.shared_memory != "none" else ")"),
               f"- repository: {meta['repository']}",
               f"- input data: {cfg.input_data}" + (" (photos preprocessed per the manifest's data config)" if cfg.input_data == "real" else ""),
               f"- measurement: {cfg.settings.measurement_mode}, "

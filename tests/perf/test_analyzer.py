@@ -61,9 +61,20 @@ def test_argv_is_a_list_with_windows_stability_and_csv(tmp_path):
     assert line == "LD_LIBRARY_PATH='/x y' /pa -m 'a b'"
 
 
+def test_shared_memory_argv_sizes_the_output_region_by_batch(tmp_path):
+    plain = perf_argv("/pa", "m", "h:1", PerfSettings(), 1, 1, tmp_path / "x.csv")
+    assert "--shared-memory" not in plain and "--output-shared-memory-size" not in plain
+    for batch, size in ((1, 102400), (64, 64 * 16 * 1024)):
+        argv = perf_argv("/pa", "m", "h:1", PerfSettings(shared_memory="system"), batch, 1, tmp_path / "x.csv")
+        assert argv[argv.index("--shared-memory") + 1] == "system"
+        assert int(argv[argv.index("--output-shared-memory-size") + 1]) == size >= batch * 1000 * 4
+
+
 def test_settings_validate_and_relax_only_looser_thresholds():
     with pytest.raises(UserError, match="--protocol"):
         PerfSettings(protocol="tcp")
+    with pytest.raises(UserError, match="--shared-memory"):
+        PerfSettings(shared_memory="cuda")
     with pytest.raises(UserError, match="--max-trials"):
         PerfSettings(max_trials=2)
     assert PerfSettings(stability_percentage=30, relax=(20, 40, 60)).relax == (40.0, 60.0)

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from repo_gen.cli import main
-from repo_gen.errors import BuildFailure
+from repo_gen.errors import BuildFailure, UserError
 from repo_gen.perf.analyzer import PerfSettings
 from repo_gen.perf.bench import BenchConfig, run_bench
 from tests.conftest import TEST_MODEL
@@ -61,6 +61,19 @@ def test_bench_against_running_server_random_data(triton, perf_analyzer, fp32_re
                                 output=tmp_path / "b", input_data="random", settings=s))
     assert len(res.points) == 1 and res.complete
     assert "--input-data random" in res.points[0].command
+
+
+def test_bench_with_system_shared_memory(triton, perf_analyzer, fp32_repo, tmp_path):
+    """The real perf_analyzer registers system shared memory with the real server for inputs and outputs."""
+    s = PerfSettings(measurement_interval_ms=500, stability_percentage=50, max_trials=6, relax=(200, 1000),
+                     shared_memory="system")
+    res = run_bench(BenchConfig(fp32_repo, models=[PY_MODEL], url=triton.grpc_url, concurrency=[2], batch_sizes=[2],
+                                output=tmp_path / "b", input_data="real", settings=s))
+    assert len(res.points) == 1 and res.complete and res.points[0].throughput > 0
+    assert "--shared-memory system" in res.points[0].command
+    assert "tensors in system shared memory" in res.report.read_text()
+    with pytest.raises(UserError, match="--shared-memory system with --url 10.0.0.5:8001"):
+        BenchConfig(fp32_repo, models=[PY_MODEL], url="10.0.0.5:8001", output=tmp_path / "c", settings=s)
 
 
 @pytest.mark.slow
