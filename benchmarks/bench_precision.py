@@ -49,7 +49,7 @@ def export(model: str, size: int, out: Path, weights: Path | None = None) -> Pat
     torch.set_num_threads(2)
     loaded = load_model(get_model_spec(model), weights)
     path = out / f"{model}_{size}_fp32.onnx"
-    onnx.save(cleanup_graph(export_onnx(loaded.module, out / f"{model}_{size}_raw.onnx", size)), str(path))
+    onnx.save(cleanup_graph(export_onnx(loaded.module, size)), str(path))
     return path
 
 

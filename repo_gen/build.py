@@ -188,7 +188,7 @@ def fp32_stage(cfg: BuildConfig, work: Path, batches: list[int], t: dict, report
         report.notes.append(f"UNTRAINED: {cfg.model} has random weights (seed {cfg.seed}); predictions are meaningless")
 
     with step("export onnx", t):
-        raw = export_onnx(loaded.module, work / "raw.onnx", cfg.image_size, cfg.opset)
+        raw = export_onnx(loaded.module, cfg.image_size, cfg.opset)
     with step("check export", t):
         reference = torch_reference(loaded.module, cfg.image_size, batches, cfg.seed)
         raw_err = check_onnx(raw, reference)
@@ -304,7 +304,7 @@ def write_variants(
                     runtime=runtime,
                     backend=backend,
                     precision=v.precision,
-                    versions=sorted({cfg.version, *_existing_versions(d)}),
+                    versions=tx.staged_versions(name, cfg.version),
                     files=[f"{name}/{f}" for f in files],
                     status=rstatus,
                     status_reason=rreason,
@@ -382,10 +382,6 @@ def plugin_graph(cfg: BuildConfig, variant: PrecisionVariant, work: Path,
     path = work / f"{variant.precision}_plugins.onnx"
     onnx.save(rewritten, str(path))
     return path, lib, record
-
-
-def _existing_versions(model_dir: Path) -> list[int]:
-    return [int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit()]
 
 
 def fidelity_file(model: str) -> str:

@@ -6,16 +6,17 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import subprocess
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 
-@dataclass
-class Check:
+class Check(NamedTuple):
+    """One doctor row (also the rows of `repo_gen.trt.doctor`)."""
+
     name: str
     ok: bool
     detail: str  # version when ok, reason when not
-    fix: str = ""
+    fix: str = ""  # what to do, "" when ok
 
 
 def _pkg(module: str, dist: str, fix: str, what: str | None = None) -> Check:
@@ -43,9 +44,9 @@ def run_checks(repo: Path | None = None) -> list[Check]:
 def _trt_checks(repo: Path | None) -> list[Check]:
     import repo_gen.trt.doctor as trt_doctor
 
-    rows = [Check(*row) for row in trt_doctor.checks()]
+    rows = trt_doctor.checks()
     if repo is not None:
-        rows += [Check(*row) for row in trt_doctor.check_plans(repo)]
+        rows += trt_doctor.check_plans(repo)
     return rows
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import warnings
-from pathlib import Path
 from typing import Any
 
 import onnx
@@ -21,8 +20,8 @@ INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
 
 
-def export_onnx(module: Any, path: Path, image_size: int, opset: int = 17) -> onnx.ModelProto:
-    """Export `module` (eval mode) to `path` and return the loaded ModelProto."""
+def export_onnx(module: Any, image_size: int, opset: int = 17) -> onnx.ModelProto:
+    """Export `module` (eval mode) to ONNX in memory; the build saves only the cleaned graph."""
     import torch
 
     dummy = torch.randn(2, 3, image_size, image_size, generator=torch.Generator().manual_seed(0))
@@ -46,6 +45,4 @@ def export_onnx(module: Any, path: Path, image_size: int, opset: int = 17) -> on
     model = onnx.load_from_string(buf.getvalue())
     model.producer_name = "repo-gen"
     model.producer_version = ""  # keep files byte-identical across tool patch versions
-    path.parent.mkdir(parents=True, exist_ok=True)
-    onnx.save(model, str(path))
     return model

@@ -369,12 +369,7 @@ def run_tune(cfg: TuneConfig) -> TuneResult:
     trials: dict[Candidate, Trial] = {}
     server.start(timeout_s=cfg.server_timeout_s)
     try:
-        url = server.grpc_url if cfg.settings.protocol == "grpc" else server.http_url
-
-        def alive() -> bool:
-            return server.proc is not None and server.proc.poll() is None and server.is_live()
-
-        analyzer = Analyzer(url, work / "raw", cfg.settings, server_alive=alive)
+        analyzer = Analyzer(server.url(cfg.settings.protocol), work / "raw", cfg.settings, server_alive=server.alive)
 
         def score_of(c: Candidate) -> float:
             if c in trials:

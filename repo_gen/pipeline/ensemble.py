@@ -196,18 +196,14 @@ def write_pipeline(cfg: Any, tx: Any, labels: list[str], report: Any) -> list[Mo
                                        max_queue_delay_us=cfg.max_queue_delay_us)
     ens_files = write_ensemble_model(tx.model_dir(ens_name), ens_name, cfg.version, pre_name, target.name,
                                      pixels, logits, labels, max_batch)
-    def versions(name: str) -> list[int]:
-        d = tx.model_dir(name)
-        return sorted({cfg.version, *(int(p.name) for p in d.iterdir() if p.is_dir() and p.name.isdigit())})
-
     common = dict(base_model=cfg.model, max_batch_size=max_batch, data=data)
     return [
         ModelEntry(name=pre_name, runtime="py", backend="python", precision=pixels.data_type.removeprefix("TYPE_").lower(),
-                   versions=versions(pre_name), files=[f"{pre_name}/{f}" for f in pre_files],
+                   versions=tx.staged_versions(pre_name, cfg.version), files=[f"{pre_name}/{f}" for f in pre_files],
                    status_reason="encoded image bytes -> classifier input (copy of repo_gen/data/preprocess.py)",
                    extra={"feeds": target.name}, **common),
         ModelEntry(name=ens_name, runtime="ensemble", backend="ensemble", precision=target.precision,
-                   versions=versions(ens_name), files=[f"{ens_name}/{f}" for f in ens_files],
+                   versions=tx.staged_versions(ens_name, cfg.version), files=[f"{ens_name}/{f}" for f in ens_files],
                    status_reason=f"image bytes -> {pre_name} -> {target.name}; top-k via class_count",
                    extra={"steps": [pre_name, target.name], "classifier": target.name, "classifier_choice": why,
                           "input": IMAGE_INPUT, "output": logits.name}, **common),

@@ -228,13 +228,16 @@ class RepositoryTransaction:
             d.mkdir()
             old = self.repo / name
             if self.keep_versions and old.is_dir() and name in self.manifest["models"]:
-                for v in old.iterdir():
-                    if v.is_dir() and v.name.isdigit():
-                        # __pycache__: written by the python backend's stub when it imports model.py
-                        # (its embedded interpreter ignores PYTHONDONTWRITEBYTECODE); not ours to carry.
-                        shutil.copytree(v, d / v.name, copy_function=_link_or_copy,
-                                        ignore=shutil.ignore_patterns("__pycache__"))
+                for v in version_numbers(old):
+                    # __pycache__: written by the python backend's stub when it imports model.py
+                    # (its embedded interpreter ignores PYTHONDONTWRITEBYTECODE); not ours to carry.
+                    shutil.copytree(old / str(v), d / str(v), copy_function=_link_or_copy,
+                                    ignore=shutil.ignore_patterns("__pycache__"))
         return d
+
+    def staged_versions(self, name: str, version: int) -> list[int]:
+        """Versions model `name` will have after this build: `version` plus those carried over."""
+        return sorted({version, *version_numbers(self.model_dir(name))})
 
     def add_root_file(self, name: str, text: str) -> None:
         """A report file (e.g. the fidelity table) at the repository root; Triton ignores root files."""
@@ -292,6 +295,11 @@ class RepositoryTransaction:
             raise
         self.committed = True
         self.manifest = manifest
+
+
+def version_numbers(model_dir: Path) -> list[int]:
+    """Triton's version directories of a model (numeric subdirectory names), ascending."""
+    return sorted(int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit())
 
 
 def _link_or_copy(src: str, dst: str) -> None:

@@ -229,6 +229,14 @@ class TritonServer:
     def is_live(self) -> bool:
         return self._get("/v2/health/live")[0] == 200
 
+    def alive(self) -> bool:
+        """The process we started still runs and answers; what measurements ask after a failed point."""
+        return self.proc is not None and self.proc.poll() is None and self.is_live()
+
+    def url(self, protocol: str) -> str:
+        """host:port of the endpoint for `protocol` ("grpc" or "http")."""
+        return self.grpc_url if protocol == "grpc" else self.http_url
+
     def wait_ready(self, timeout_s: float) -> None:
         assert self.proc is not None
         deadline = time.monotonic() + timeout_s

@@ -347,17 +347,10 @@ class EngineRunner:
 
         from repo_gen.trt.cuda import DeviceContext
 
-        self._errors: list[str] = []
-        self._log = _make_logger(self._errors)
         self.cuda = DeviceContext(0)
-        self._runtime = trt.Runtime(self._log)
-        self._runtime.engine_host_code_allowed = True
-        for lib in plugin_libs:
-            self._runtime.get_plugin_registry().load_library(str(Path(lib).absolute()))
-        engine = self._runtime.deserialize_cuda_engine(Path(plan).read_bytes())
-        if engine is None:
-            raise BuildFailure(f"{plan}: does not deserialize with TensorRT {tensorrt_version()}: "
-                               f"{'; '.join(self._errors[-3:])}")
+        # The runtime is kept: an engine must not outlive the runtime that deserialized it.
+        self._errors: list[str] = []
+        self._runtime, engine = deserialize_plan(plan, plugin_libs, self._errors)
         self.engine = engine
         self.context = engine.create_execution_context()
         self.inputs: list[str] = []
@@ -437,16 +430,24 @@ def plan_latency_ms(plan: Path, profile: ProfileShapes, plugin_libs: tuple[Path,
 
 def plan_max_batch(plan: Path, input_name: str, plugin_libs: tuple[Path, ...] = ()) -> int:
     """Profile max batch of an existing plan (for `repo-gen doctor` where TensorRT is present)."""
+    _runtime, engine = deserialize_plan(plan, plugin_libs)
+    return profile_of(engine, input_name)["max"][0]
+
+
+def deserialize_plan(plan: Path, plugin_libs: tuple[Path, ...] = (),
+                     errors: list[str] | None = None) -> tuple[trt.Runtime, trt.ICudaEngine]:
+    """The engine of `plan` and the runtime that owns it, with `plugin_libs` loaded first; the
+    runtime's errors (also later ones, e.g. during execution) are appended to `errors`."""
     require_tensorrt()
     import tensorrt as trt
 
-    errors: list[str] = []
+    errors = [] if errors is None else errors
     runtime = trt.Runtime(_make_logger(errors))
-    runtime.engine_host_code_allowed = True
+    runtime.engine_host_code_allowed = True  # version-compatible plans embed a lean runtime
     for lib in plugin_libs:
-        runtime.get_plugin_registry().load_library(str(lib))
-    engine = runtime.deserialize_cuda_engine(plan.read_bytes())
+        runtime.get_plugin_registry().load_library(str(Path(lib).absolute()))
+    engine = runtime.deserialize_cuda_engine(Path(plan).read_bytes())
     if engine is None:
         raise BuildFailure(f"{plan}: does not deserialize with TensorRT {tensorrt_version()}: "
                            f"{'; '.join(errors[-3:])}")
-    return profile_of(engine, input_name)["max"][0]
+    return runtime, engine

@@ -13,40 +13,34 @@ labelled as coming from the header.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
+from repo_gen.doctor import Check
 from repo_gen.trt.trtexec import PLAN_NAME, SCRIPT_NAME
 
 PLAN_MAGIC = b"ftrt"
 _HEADER_VERSION_AT = 24
 
 
-class DoctorRow(NamedTuple):
-    name: str
-    ok: bool
-    detail: str
-    fix: str = ""
-
-
-def tensorrt_row() -> DoctorRow:
+def tensorrt_row() -> Check:
     from repo_gen.trt.builder import tensorrt_version
 
     version = tensorrt_version()
     if version is None:
-        return DoctorRow("TensorRT", False, "not installed (plans can only be written as rebuild scripts here)",
+        return Check("TensorRT", False, "not installed (plans can only be written as rebuild scripts here)",
                          "pip install tensorrt (needs internet), or run inside an NGC tensorrt/tritonserver image")
-    return DoctorRow("TensorRT", True, version)
+    return Check("TensorRT", True, version)
 
 
-def gpu_rows() -> list[DoctorRow]:
+def gpu_rows() -> list[Check]:
     from repo_gen.trt.cuda import list_gpus
 
     gpus, reason = list_gpus()
     if not gpus:
-        return [DoctorRow("GPU", False, reason or "none found",
+        return [Check("GPU", False, reason or "none found",
                           "TensorRT needs an NVIDIA GPU: install the driver, or start the container with --gpus all")]
     return [
-        DoctorRow(f"GPU {g.index}", True,
+        Check(f"GPU {g.index}", True,
                   f"{g.name}, compute capability {g.compute_capability}"
                   + (f", {g.memory_mib} MiB" if g.memory_mib else "") + (f", driver {g.driver}" if g.driver else ""))
         for g in gpus
@@ -84,7 +78,7 @@ def versions_compatible(built: str, installed: str, version_compatible: bool) ->
     return version_compatible and b[0] == i[0] and b <= i
 
 
-def _plan_row(repo: Path, name: str, entry: dict[str, Any], installed: str | None) -> list[DoctorRow]:
+def _plan_row(repo: Path, name: str, entry: dict[str, Any], installed: str | None) -> list[Check]:
     extra = entry.get("extra", {}) or {}
     rows = []
     script = repo / name / SCRIPT_NAME
@@ -94,7 +88,7 @@ def _plan_row(repo: Path, name: str, entry: dict[str, Any], installed: str | Non
         label = f"plan {name}/{v}"
         if not plan.is_file():
             reason = str(entry.get("status_reason") or "no model.plan").split(";")[0]
-            rows.append(DoctorRow(label, False, reason if reason.startswith("plan not built") else
+            rows.append(Check(label, False, reason if reason.startswith("plan not built") else
                                   f"plan not built ({reason})", fix_build))
             continue
         from_header = plan_header_version(plan)
@@ -103,21 +97,21 @@ def _plan_row(repo: Path, name: str, entry: dict[str, Any], installed: str | Non
         source = "manifest" if recorded else "plan header"
         vc = bool(extra.get("version_compatible"))
         if built is None:
-            rows.append(DoctorRow(label, False, "TensorRT version unknown (no manifest record, unreadable header)",
+            rows.append(Check(label, False, "TensorRT version unknown (no manifest record, unreadable header)",
                                   f"rebuild it: {fix_build}"))
         elif installed is None:
-            rows.append(DoctorRow(label, True, f"built with TensorRT {built} ({source}); no TensorRT here to compare"))
+            rows.append(Check(label, True, f"built with TensorRT {built} ({source}); no TensorRT here to compare"))
         elif not versions_compatible(built, installed, vc):
-            rows.append(DoctorRow(label, False, f"built with TensorRT {built} ({source}), installed {installed}: "
+            rows.append(Check(label, False, f"built with TensorRT {built} ({source}), installed {installed}: "
                                   "it will not load", f"rebuild it with the serving TensorRT: {fix_build}"))
         else:
-            rows.append(DoctorRow(label, True, f"built with TensorRT {built} ({source}), matches {installed}"
+            rows.append(Check(label, True, f"built with TensorRT {built} ({source}), matches {installed}"
                                   + (" (version-compatible)" if vc else "")))
             rows.extend(_profile_row(label, plan, entry, extra))
     return rows
 
 
-def _profile_row(label: str, plan: Path, entry: dict[str, Any], extra: dict[str, Any]) -> list[DoctorRow]:
+def _profile_row(label: str, plan: Path, entry: dict[str, Any], extra: dict[str, Any]) -> list[Check]:
     """With TensorRT present: the plan's profile max batch must equal the config's max_batch_size."""
     from repo_gen.errors import RepoGenError
     from repo_gen.trt.builder import plan_max_batch
@@ -127,27 +121,27 @@ def _profile_row(label: str, plan: Path, entry: dict[str, Any], extra: dict[str,
     try:
         got = plan_max_batch(plan, input_name, tuple(Path(p) for p in extra.get("plugin_libs", [])))
     except (RepoGenError, OSError, RuntimeError) as e:
-        return [DoctorRow(f"{label} profile", False, f"could not read the plan's profile: {e}", "")]
+        return [Check(f"{label} profile", False, f"could not read the plan's profile: {e}", "")]
     if got != want:
-        return [DoctorRow(f"{label} profile", False, f"profile max batch {got} != max_batch_size {want}",
+        return [Check(f"{label} profile", False, f"profile max batch {got} != max_batch_size {want}",
                           f"rebuild with --max-batch {want} (rebuild_engine.sh)")]
-    return [DoctorRow(f"{label} profile", True, f"max batch {got} = max_batch_size")]
+    return [Check(f"{label} profile", True, f"max batch {got} = max_batch_size")]
 
 
-def check_plans(repo: Path) -> list[DoctorRow]:
+def check_plans(repo: Path) -> list[Check]:
     """One row per plan of every tensorrt model in the repository's manifest."""
     from repo_gen.triton.repository import read_manifest
     from repo_gen.trt.builder import tensorrt_version
 
     manifest = read_manifest(Path(repo))
     installed = tensorrt_version()
-    rows: list[DoctorRow] = []
+    rows: list[Check] = []
     for name, entry in sorted(manifest.get("models", {}).items()):
         if entry.get("backend") == "tensorrt":
             rows.extend(_plan_row(Path(repo), name, entry, installed))
     return rows
 
 
-def checks() -> list[DoctorRow]:
+def checks() -> list[Check]:
     """Machine rows of `repo-gen doctor`: TensorRT version, then one row per GPU."""
     return [tensorrt_row(), *gpu_rows()]

@@ -98,7 +98,7 @@ def xxs64(tmp_path_factory):
     torch.set_num_threads(2)
     d = tmp_path_factory.mktemp("xxs64")
     loaded = load_model(get_model_spec("mobilevit_xxs"))
-    clean = cleanup_graph(export_onnx(loaded.module, d / "raw.onnx", 64))
+    clean = cleanup_graph(export_onnx(loaded.module, 64))
     path = d / "fp32.onnx"
     onnx.save(clean, str(path))
     return path

@@ -79,7 +79,7 @@ def test_digits_fixture_real_accuracy(tmp_path):
     ckpt = _digits_checkpoint()
     loaded = load_model(get_model_spec("mobilevit_xxs"), ckpt)
     fp32 = tmp_path / "fp32.onnx"
-    onnx.save(cleanup_graph(export_onnx(loaded.module, tmp_path / "raw.onnx", 64)), str(fp32))
+    onnx.save(cleanup_graph(export_onnx(loaded.module, 64)), str(fp32))
     ev = write_digit_folders(tmp_path / "eval", "test", count=200)
     cal = write_digit_folders(tmp_path / "calib", "train", count=128)
     cfg = _cfg(weights=ckpt, calib_dir=cal, eval_dir=ev, calib_count=128, eval_count=200)
