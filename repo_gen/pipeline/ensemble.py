@@ -119,7 +119,6 @@ def write_preprocess_model(
         max_batch_size=max_batch,
         inputs=[TensorSpec(IMAGE_INPUT, "TYPE_STRING", [1])],
         outputs=[output],
-        backend="python",
         max_queue_delay_us=max_queue_delay_us,
         instance_count=instance_count,
         instance_kind="KIND_CPU",
@@ -160,7 +159,6 @@ def write_ensemble_model(
         max_batch_size=max_batch,
         inputs=[TensorSpec(IMAGE_INPUT, "TYPE_STRING", [1])],
         outputs=[out],
-        platform="ensemble",
         max_queue_delay_us=None,
         ensemble_steps=[
             EnsembleStep(preprocess, -1, {IMAGE_INPUT: IMAGE_INPUT}, {pixels.name: "pixels"}),

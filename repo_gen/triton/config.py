@@ -39,7 +39,8 @@ class ModelConfigSpec:
     """Fields of one config.pbtxt.
 
     Attributes:
-        template: which template renders it (`onnxruntime`, `python`, `tensorrt_plan`, `ensemble`).
+        template: which template renders it (`onnxruntime`, `python`, `tensorrt_plan`, `ensemble`);
+            the template alone writes the config's `backend` or `platform`.
         max_queue_delay_us: None means dynamic batching is off.
         preferred_batch_sizes: empty means "let the batcher form the largest batch it can".
         instance_kind: KIND_CPU, KIND_GPU or KIND_AUTO.
@@ -53,8 +54,6 @@ class ModelConfigSpec:
     max_batch_size: int
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
-    platform: str | None = None
-    backend: str | None = None
     max_queue_delay_us: int | None = 100
     preferred_batch_sizes: list[int] = field(default_factory=list)
     instance_count: int = 1

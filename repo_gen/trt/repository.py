@@ -169,7 +169,6 @@ def write_tensorrt_model(
         max_batch_size=profile.max_batch,
         inputs=[inp],
         outputs=[out],
-        platform="tensorrt_plan",
         max_queue_delay_us=cfg.max_queue_delay_us,
         preferred_batch_sizes=preferred,
         instance_count=cfg.instance_count or DEFAULT_INSTANCES["trt"],

@@ -4,7 +4,7 @@ from repo_gen.triton.config import EnsembleStep, ModelConfigSpec, TensorSpec, Wa
 from repo_gen.triton.render import parse_config, render_config
 
 
-def all_fields(template: str, backend: str) -> ModelConfigSpec:
+def all_fields(template: str) -> ModelConfigSpec:
     inp = TensorSpec("input", "TYPE_FP32", [3, 256, 256])
     return ModelConfigSpec(
         name="m_all",
@@ -12,7 +12,6 @@ def all_fields(template: str, backend: str) -> ModelConfigSpec:
         max_batch_size=32,
         inputs=[inp],
         outputs=[TensorSpec("logits", "TYPE_FP32", [1000], label_filename="labels.txt")],
-        backend=backend,
         max_queue_delay_us=250,
         preferred_batch_sizes=[8, 32],
         instance_count=3,
@@ -25,7 +24,7 @@ def all_fields(template: str, backend: str) -> ModelConfigSpec:
 
 
 def test_onnxruntime_all_fields():
-    cfg = parse_config(render_config(all_fields("onnxruntime", "onnxruntime")))
+    cfg = parse_config(render_config(all_fields("onnxruntime")))
     assert cfg.backend == "onnxruntime" and cfg.max_batch_size == 32
     assert list(cfg.dynamic_batching.preferred_batch_size) == [8, 32]
     assert cfg.dynamic_batching.max_queue_delay_microseconds == 250
@@ -38,13 +37,13 @@ def test_onnxruntime_all_fields():
 
 
 def test_python_all_fields():
-    cfg = parse_config(render_config(all_fields("python", "python")))
+    cfg = parse_config(render_config(all_fields("python")))
     assert cfg.backend == "python"
     assert list(cfg.input[0].dims) == [3, 256, 256]
 
 
 def test_no_dynamic_batching_when_delay_is_none():
-    spec = all_fields("python", "python")
+    spec = all_fields("python")
     spec.max_queue_delay_us = None
     cfg = parse_config(render_config(spec))
     assert not cfg.HasField("dynamic_batching")
