@@ -473,19 +473,20 @@ __device__ __forceinline__ int64_t pairOffset(AttentionStrides const& s, int32_t
     return b * s.batch + (pair - b * heads) * s.head;
 }
 
-// Issue the cp.async copies of matrices [whichBegin, whichEnd) (0 = this item's Q rows, 1 = K,
-// 2 = V of its pair) into shared memory, zero-filling rows past N, columns past the head dim and
-// everything of a pair past the end.
-template <int32_t kHd, int32_t kRB, int32_t kSplit, int32_t kVec>
+// Issue the cp.async copies of matrices [whichBegin, whichEnd) (0 = this item's kQRows query rows
+// from qRow0, 1 = K, 2 = V of its pair: 64 rows each) into shared memory (Q, K, V one after the
+// other, rows of kLds halves), zero-filling rows past N, columns past the head dim and everything
+// of a pair past the end. `tid`: this thread's index among the kThreads threads that load the item.
+template <int32_t kHd, int32_t kThreads, int32_t kQRows, int32_t kLds, int32_t kVec>
 __device__ __forceinline__ void loadSingleTileItem(__half* smem, AttentionParams<__half> const& p, int32_t pair,
-    int32_t qRow0, bool pairValid, int32_t whichBegin, int32_t whichEnd)
+    int32_t qRow0, bool pairValid, int32_t whichBegin, int32_t whichEnd, int32_t tid)
 {
-    using Sh = SingleTileShape<kHd, kRB, kSplit>;
+    constexpr int32_t kTile = 64;
     constexpr int32_t kCpr = kHd / kVec;
-    constexpr int32_t kRowStep = Sh::kThreads / kCpr;
+    constexpr int32_t kRowStep = kThreads / kCpr;
     static_assert(kRowStep >= 1, "at least one row per pass");
-    int32_t const r0 = static_cast<int32_t>(threadIdx.x) / kCpr;
-    int32_t const c = (static_cast<int32_t>(threadIdx.x) - r0 * kCpr) * kVec;
+    int32_t const r0 = tid / kCpr;
+    int32_t const c = (tid - r0 * kCpr) * kVec;
     if (r0 >= kRowStep)
     {
         return;
@@ -497,13 +498,13 @@ __device__ __forceinline__ void loadSingleTileItem(__half* smem, AttentionParams
     {
         __half const* const base = which == 0 ? p.q : (which == 1 ? p.k : p.v);
         AttentionStrides const& st = which == 0 ? p.qStride : (which == 1 ? p.kStride : p.vStride);
-        int32_t const rows = which == 0 ? Sh::kQRows : Sh::kTile;
+        int32_t const rows = which == 0 ? kQRows : kTile;
         int32_t const token0 = (which == 0 ? qRow0 : 0) + r0;
         __half const* src = base + pairOffset(st, pairSafe, p.heads) + token0 * st.token + (ok ? c : 0);
-        __half* dst = smem + ((which == 0 ? 0 : Sh::kQRows + (which - 1) * Sh::kTile) + r0) * Sh::kLds + c;
+        __half* dst = smem + ((which == 0 ? 0 : kQRows + (which - 1) * kTile) + r0) * kLds + c;
         int64_t const srcStep = kRowStep * st.token;
 #pragma unroll
-        for (int32_t pass = 0; pass < (Sh::kTile + kRowStep - 1) / kRowStep; ++pass)
+        for (int32_t pass = 0; pass < (kTile + kRowStep - 1) / kRowStep; ++pass)
         {
             if (r0 + pass * kRowStep < rows)
             {
@@ -511,7 +512,7 @@ __device__ __forceinline__ void loadSingleTileItem(__half* smem, AttentionParams
                 copyChunk<kVec>(dst, valid ? src : base, valid);
             }
             src += srcStep;
-            dst += kRowStep * Sh::kLds;
+            dst += kRowStep * kLds;
         }
     }
 }
@@ -545,9 +546,10 @@ __global__ void __launch_bounds__(kRB * kSplit * 32, singleTileMinBlocks<kHd, kR
     int32_t const qRow0 = (static_cast<int32_t>(blockIdx.x) - pair * Sh::kQBlocks) * Sh::kQRows;
     bool const pairValid = pair < totalPairs;
 
-    loadSingleTileItem<kHd, kRB, kSplit, kVec>(sQ, p, pair, qRow0, pairValid, 0, 2);
+    int32_t const tid = static_cast<int32_t>(threadIdx.x);
+    loadSingleTileItem<kHd, Sh::kThreads, Sh::kQRows, kLds, kVec>(sQ, p, pair, qRow0, pairValid, 0, 2, tid);
     cpAsyncCommit();
-    loadSingleTileItem<kHd, kRB, kSplit, kVec>(sQ, p, pair, qRow0, pairValid, 2, 3);
+    loadSingleTileItem<kHd, Sh::kThreads, Sh::kQRows, kLds, kVec>(sQ, p, pair, qRow0, pairValid, 2, 3, tid);
     cpAsyncCommit();
     cpAsyncWait<1>(); // Q and K
     __syncthreads();
@@ -766,6 +768,330 @@ __global__ void __launch_bounds__(kRB * kSplit * 32, singleTileMinBlocks<kHd, kR
 }
 
 // ------------------------------------------------------------------------------------------
+// FP16, 32 < N <= 64 on Hopper, 1.5 to 4 pairs per SM (one wave): attentionF16BulkPairKernel.
+// kPairs pairs per CTA, a group of 4 warps per pair, warp w of a group owning query rows
+// 16w..16w+15 against all 64 keys (the arithmetic of the CTA-per-pair shape above). Thread 0 brings
+// in Q and K of every pair of the CTA, then V of every pair in halves of 32 rows, with
+// cp.async.bulk (one instruction per contiguous [rows, 48] block; bulkLoadPairs), so each SM's
+// loads are all in flight at once after a handful of instructions, S and the softmax of both pairs
+// overlap V's arrival, and P.V of keys 0-31 starts before keys 32-63 land. Shared memory per pair:
+// Q, K, V of 64 unpadded rows of kHd halves (96-byte rows: ldmatrix 2-way bank conflicts), then
+// the mbarriers (Q+K, V rows 0-31, V rows 32-63 of each pair).
+// ------------------------------------------------------------------------------------------
+template <int32_t kHd, int32_t kPairs>
+struct BulkPairShape
+{
+    static constexpr int32_t kThreads = 128 * kPairs;
+    static constexpr int32_t kLds = kHd;
+    static constexpr int32_t kPairElems = 3 * 64 * kLds;
+    static constexpr size_t kBarrierOffset = static_cast<size_t>(kPairs) * kPairElems * sizeof(__half);
+    static constexpr size_t kSmemBytes = kBarrierOffset + 3 * kPairs * sizeof(uint64_t);
+};
+
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+__device__ __forceinline__ void mbarrierInit(uint64_t* bar, uint32_t count)
+{
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(smemAddr(bar)), "r"(count) : "memory");
+}
+
+// Arrive on `bar` and add `bytes` to the transaction count its current phase waits for.
+__device__ __forceinline__ void mbarrierArriveExpectTx(uint64_t* bar, uint32_t bytes)
+{
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(smemAddr(bar)), "r"(bytes)
+                 : "memory");
+}
+
+__device__ __forceinline__ void mbarrierWait(uint64_t* bar, uint32_t parity)
+{
+    asm volatile(
+        "{\n"
+        ".reg .pred done;\n"
+        "WAIT_%=:\n"
+        "mbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1;\n"
+        "@!done bra WAIT_%=;\n"
+        "}\n" ::"r"(smemAddr(bar)),
+        "r"(parity)
+        : "memory");
+}
+
+// One bulk copy (TMA, no tensor map) of `bytes` (a multiple of 16; both ends 16-byte aligned) from
+// global to shared memory, completing as transactions on `bar`.
+__device__ __forceinline__ void bulkCopyToShared(void* dst, void const* src, uint32_t bytes, uint64_t* bar)
+{
+    asm volatile(
+        "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n" ::"r"(
+            smemAddr(dst)),
+        "l"(src), "r"(bytes), "r"(smemAddr(bar))
+        : "memory");
+}
+
+// Thread 0 of the CTA issues the bulk copies of its kPairs pairs (Q, K, V each one contiguous block
+// of N rows of kHd halves): first Q and K of every pair, then V of every pair in two halves of 32
+// rows, each on its own mbarrier (arrival counts 1, so every barrier completes even for a pair past
+// the end, which copies nothing). Rows of V past N are zeroed first: P is 0 there, but 0 times
+// stale shared memory may be NaN.
+template <int32_t kHd, int32_t kPairs>
+__device__ __forceinline__ void bulkLoadPairs(
+    unsigned char* smemRaw, AttentionParams<__half> const& p, int32_t firstPair, int32_t totalPairs)
+{
+    using Sh = BulkPairShape<kHd, kPairs>;
+    uint64_t* const bar = reinterpret_cast<uint64_t*>(smemRaw + Sh::kBarrierOffset);
+    __half* const smem = reinterpret_cast<__half*>(smemRaw);
+    if (p.seqLen < 64)
+    {
+        int32_t const tailWords = (64 - p.seqLen) * kHd / 2;
+        for (int32_t i = static_cast<int32_t>(threadIdx.x); i < kPairs * tailWords; i += Sh::kThreads)
+        {
+            int32_t const pr = i / tailWords;
+            reinterpret_cast<uint32_t*>(smem + pr * Sh::kPairElems + (128 + p.seqLen) * kHd)[i - pr * tailWords] = 0U;
+        }
+    }
+    if (threadIdx.x == 0)
+    {
+#pragma unroll
+        for (int32_t i = 0; i < 3 * kPairs; ++i)
+        {
+            mbarrierInit(&bar[i], 1);
+        }
+        asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+    }
+    __syncthreads();
+    if (threadIdx.x != 0)
+    {
+        return;
+    }
+    uint32_t const bytes = static_cast<uint32_t>(p.seqLen) * kHd * sizeof(__half);
+    uint32_t const firstHalf = 32 * kHd * sizeof(__half); // N > 32 here
+#pragma unroll
+    for (int32_t i = 0; i < kPairs; ++i)
+    {
+        bool const valid = firstPair + i < totalPairs;
+        __half* const dst = smem + i * Sh::kPairElems;
+        mbarrierArriveExpectTx(&bar[3 * i], valid ? 2 * bytes : 0);
+        if (valid)
+        {
+            bulkCopyToShared(dst, p.q + pairOffset(p.qStride, firstPair + i, p.heads), bytes, &bar[3 * i]);
+            bulkCopyToShared(dst + 64 * kHd, p.k + pairOffset(p.kStride, firstPair + i, p.heads), bytes, &bar[3 * i]);
+        }
+    }
+#pragma unroll
+    for (int32_t i = 0; i < kPairs; ++i)
+    {
+        bool const valid = firstPair + i < totalPairs;
+        __half* const dst = smem + i * Sh::kPairElems + 128 * kHd;
+        mbarrierArriveExpectTx(&bar[3 * i + 1], valid ? firstHalf : 0);
+        mbarrierArriveExpectTx(&bar[3 * i + 2], valid ? bytes - firstHalf : 0);
+        if (valid)
+        {
+            __half const* const src = p.v + pairOffset(p.vStride, firstPair + i, p.heads);
+            bulkCopyToShared(dst, src, firstHalf, &bar[3 * i + 1]);
+            bulkCopyToShared(dst + 32 * kHd, src + 32 * kHd, bytes - firstHalf, &bar[3 * i + 2]);
+        }
+    }
+}
+#endif
+
+// See above BulkPairShape. Built for an architecture before sm_90, the kernel loads with cp.async
+// instead (each group its own pair, the groups synchronised CTA-wide), so it is correct anywhere.
+template <int32_t kHd, int32_t kVec, int32_t kPairs>
+__global__ void __launch_bounds__(128 * kPairs, 2)
+    attentionF16BulkPairKernel(AttentionParams<__half> p, float scaleLog2, int32_t totalPairs)
+{
+    using Sh = BulkPairShape<kHd, kPairs>;
+    constexpr int32_t kLds = Sh::kLds;
+    constexpr int32_t kKSteps = kHd / 16; // k-steps of Q.K^T
+    constexpr int32_t kSTiles = 8;        // n-tiles of S (64 keys)
+    constexpr int32_t kPSteps = 4;        // k-steps of P.V
+    constexpr int32_t kOTiles = kHd / 8;  // n-tiles of O
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    constexpr bool kUseBulk = true;
+#else
+    constexpr bool kUseBulk = false;
+#endif
+
+    extern __shared__ __align__(16) unsigned char smemRaw[];
+    int32_t const grp = static_cast<int32_t>(threadIdx.x) / 128;
+    int32_t const tid = static_cast<int32_t>(threadIdx.x) % 128;
+    __half* const sQ = reinterpret_cast<__half*>(smemRaw) + grp * Sh::kPairElems;
+    __half const* const sK = sQ + 64 * kLds;
+    __half const* const sV = sK + 64 * kLds;
+    int32_t const warp = tid / 32;
+    int32_t const lane = tid % 32;
+    int32_t const g = lane / 4;
+    int32_t const t = lane % 4;
+    int32_t const pair = static_cast<int32_t>(blockIdx.x) * kPairs + grp;
+    bool const pairValid = pair < totalPairs;
+
+    if constexpr (kUseBulk)
+    {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+        bulkLoadPairs<kHd, kPairs>(smemRaw, p, static_cast<int32_t>(blockIdx.x) * kPairs, totalPairs);
+        mbarrierWait(reinterpret_cast<uint64_t*>(smemRaw + Sh::kBarrierOffset) + 3 * grp, 0); // Q and K
+#endif
+    }
+    else
+    {
+        loadSingleTileItem<kHd, 128, 64, kLds, kVec>(sQ, p, pair, 0, pairValid, 0, 2, tid);
+        cpAsyncCommit();
+        loadSingleTileItem<kHd, 128, 64, kLds, kVec>(sQ, p, pair, 0, pairValid, 2, 3, tid);
+        cpAsyncCommit();
+        cpAsyncWait<1>(); // Q and K
+        __syncthreads();
+    }
+
+    uint32_t qf[kKSteps][4];
+#pragma unroll
+    for (int32_t kk = 0; kk < kKSteps; ++kk)
+    {
+        ldmatrixX4(qf[kk], sQ + (16 * warp + (lane & 15)) * kLds + 16 * kk + 8 * (lane >> 4));
+    }
+
+    // S = Q K^T (unscaled, FP32).
+    float s[kSTiles][4];
+#pragma unroll
+    for (int32_t j = 0; j < kSTiles; ++j)
+    {
+        s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.F;
+    }
+#pragma unroll
+    for (int32_t jp = 0; jp < kSTiles / 2; ++jp)
+    {
+#pragma unroll
+        for (int32_t kk = 0; kk < kKSteps; ++kk)
+        {
+            uint32_t b[4];
+            ldmatrixX4(b, sK + (16 * jp + (lane & 7) + 8 * (lane >> 4)) * kLds + 16 * kk + 8 * ((lane >> 3) & 1));
+            mma16816(s[2 * jp], qf[kk], b[0], b[1]);
+            mma16816(s[2 * jp + 1], qf[kk], b[2], b[3]);
+        }
+    }
+
+    // Softmax in the log2 domain; a thread holds rows g and g + 8. Keys past N are -inf (key 0
+    // never is, so every row max is finite). The scale (> 0) is folded into the exponent:
+    // p = 2^(s*c - max*c). ptxas schedules these exponentials among the P.V MMAs after the V
+    // wait; pinning them before it (a shared-memory store of their results) was slower at every
+    // batch measured (benchmarks/kernels_h100.md, v4).
+    if (p.seqLen < 64) // uniform branch: nothing to mask for a full tile
+    {
+        int32_t const keysLeft = p.seqLen - 2 * t;
+#pragma unroll
+        for (int32_t j = 0; j < kSTiles; ++j)
+        {
+#pragma unroll
+            for (int32_t e = 0; e < 4; ++e)
+            {
+                s[j][e] = 8 * j + (e & 1) < keysLeft ? s[j][e] : -INFINITY;
+            }
+        }
+    }
+    float rowMax[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+    for (int32_t j = 0; j < kSTiles; ++j)
+    {
+#pragma unroll
+        for (int32_t e = 0; e < 4; ++e)
+        {
+            rowMax[e >> 1] = fmaxf(rowMax[e >> 1], s[j][e]);
+        }
+    }
+    float rowSum[2] = {0.F, 0.F};
+    float ref[2];
+#pragma unroll
+    for (int32_t r = 0; r < 2; ++r)
+    {
+        rowMax[r] = fmaxf(rowMax[r], __shfl_xor_sync(0xffffffffu, rowMax[r], 1));
+        rowMax[r] = fmaxf(rowMax[r], __shfl_xor_sync(0xffffffffu, rowMax[r], 2));
+        ref[r] = rowMax[r] * scaleLog2;
+    }
+#pragma unroll
+    for (int32_t j = 0; j < kSTiles; ++j)
+    {
+#pragma unroll
+        for (int32_t e = 0; e < 4; ++e)
+        {
+            s[j][e] = fastExp2(fmaf(s[j][e], scaleLog2, -ref[e >> 1]));
+            rowSum[e >> 1] += s[j][e];
+        }
+    }
+
+    if constexpr (!kUseBulk)
+    {
+        cpAsyncWait<0>(); // V
+        __syncthreads();
+    }
+
+    // O = P V; P's accumulator layout is reused as the A fragment.
+    float o[kOTiles][4];
+#pragma unroll
+    for (int32_t j = 0; j < kOTiles; ++j)
+    {
+        o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.F;
+    }
+#pragma unroll
+    for (int32_t kk = 0; kk < kPSteps; ++kk)
+    {
+        if constexpr (kUseBulk)
+        {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+            if (kk % 2 == 0) // V rows 0-31, then 32-63
+            {
+                mbarrierWait(reinterpret_cast<uint64_t*>(smemRaw + Sh::kBarrierOffset) + 3 * grp + 1 + kk / 2, 0);
+            }
+#endif
+        }
+        uint32_t a[4];
+        a[0] = packHalf2(s[2 * kk][0], s[2 * kk][1]);
+        a[1] = packHalf2(s[2 * kk][2], s[2 * kk][3]);
+        a[2] = packHalf2(s[2 * kk + 1][0], s[2 * kk + 1][1]);
+        a[3] = packHalf2(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+#pragma unroll
+        for (int32_t jp = 0; jp < kOTiles / 2; ++jp)
+        {
+            uint32_t b[4];
+            ldmatrixX4Trans(b, sV + (16 * kk + (lane & 15)) * kLds + 16 * jp + 8 * (lane >> 4));
+            mma16816(o[2 * jp], a, b[0], b[1]);
+            mma16816(o[2 * jp + 1], a, b[2], b[3]);
+        }
+    }
+#pragma unroll
+    for (int32_t r = 0; r < 2; ++r)
+    {
+        rowSum[r] += __shfl_xor_sync(0xffffffffu, rowSum[r], 1);
+        rowSum[r] += __shfl_xor_sync(0xffffffffu, rowSum[r], 2);
+    }
+    if (!pairValid)
+    {
+        return; // no barrier follows
+    }
+    __half* const out = p.o + pairOffset(p.oStride, pair, p.heads);
+
+    // Normalise, stage the warp's 16 x kHd output rows in its own rows of sQ (its Q fragments
+    // are in registers), store them with kVec-wide coalesced writes.
+    constexpr int32_t kCpr = kHd / kVec;
+    float const inv[2] = {1.F / rowSum[0], 1.F / rowSum[1]};
+    __syncwarp();
+#pragma unroll
+    for (int32_t j = 0; j < kOTiles; ++j)
+    {
+        __half* dst = sQ + (16 * warp + g) * kLds + 8 * j + 2 * t;
+        *reinterpret_cast<uint32_t*>(dst) = packHalf2(o[j][0] * inv[0], o[j][1] * inv[0]);
+        *reinterpret_cast<uint32_t*>(dst + 8 * kLds) = packHalf2(o[j][2] * inv[1], o[j][3] * inv[1]);
+    }
+    __syncwarp();
+#pragma unroll
+    for (int32_t i = lane; i < 16 * kCpr; i += 32)
+    {
+        int32_t const r = i / kCpr;
+        int32_t const c = (i - r * kCpr) * kVec;
+        int32_t const token = 16 * warp + r;
+        if (token < p.seqLen && c < p.headDim)
+        {
+            storeChunk<kVec>(out + token * p.oStride.token + c, sQ + (16 * warp + r) * kLds + c);
+        }
+    }
+}
+
+// ------------------------------------------------------------------------------------------
 // FP32: exact FP32 arithmetic (no TF32), one thread per query row, K/V tiles of 64 keys in
 // shared memory, online softmax over chunks of 16 keys.
 // ------------------------------------------------------------------------------------------
@@ -937,6 +1263,34 @@ cudaError_t launchSingleTile(AttentionParams<__half> const& p, cudaStream_t stre
     return lastLaunchStatus();
 }
 
+template <int32_t kHd, int32_t kVec, int32_t kPairs>
+cudaError_t launchBulkPairs(AttentionParams<__half> const& p, cudaStream_t stream)
+{
+    using Sh = BulkPairShape<kHd, kPairs>;
+    static_assert(Sh::kSmemBytes <= 48 * 1024, "static launch without an opt-in shared-memory size");
+    int64_t const pairs = static_cast<int64_t>(p.batch) * p.heads;
+    int64_t const blocks = (pairs + kPairs - 1) / kPairs;
+    MVT_CHECK_ARG(pairs <= 0x7fffffffLL, cudaErrorInvalidValue);
+    attentionF16BulkPairKernel<kHd, kVec, kPairs><<<static_cast<uint32_t>(blocks), Sh::kThreads,
+        Sh::kSmemBytes, stream>>>(p, p.scale * kLog2e, static_cast<int32_t>(pairs));
+    return lastLaunchStatus();
+}
+
+// The two-pair bulk-copy kernel (Hopper) serves contiguous [N, 48] Q, K and V (the separate layout
+// at hd = 48: MobileViT-S's N = 64 stage) from 1.5 to 4 pairs per multiprocessor (bounds in
+// quarters), where it measured faster than a CTA per pair on the H100 (B = 16, 24, 32 at
+// MobileViT-S); below and above it was slower (benchmarks/kernels_h100.md, v4).
+constexpr int64_t kBulkMinQuarterPairsPerSm = 6;  // 1.5 pairs per SM
+constexpr int64_t kBulkMaxQuarterPairsPerSm = 16; // 4 pairs per SM
+
+bool useBulkPairs(AttentionParams<__half> const& p, int64_t pairs)
+{
+    int64_t const sms = multiProcessorCount();
+    return p.headDim == 48 && p.qStride.token == 48 && p.kStride.token == 48 && p.vStride.token == 48
+        && 4 * pairs >= kBulkMinQuarterPairsPerSm * sms && 4 * pairs <= kBulkMaxQuarterPairsPerSm * sms
+        && computeCapabilityMajor() >= 9;
+}
+
 template <int32_t kHd, int32_t kVec>
 cudaError_t launchSingleTileBySize(AttentionParams<__half> const& p, cudaStream_t stream)
 {
@@ -948,6 +1302,13 @@ cudaError_t launchSingleTileBySize(AttentionParams<__half> const& p, cudaStream_
     if (pairs * 4 <= static_cast<int64_t>(multiProcessorCount()))
     {
         return launchSingleTile<kHd, 1, 4, kVec>(p, stream);
+    }
+    if constexpr (kHd == 48 && kVec == 8) // 16-byte aligned rows and pair offsets
+    {
+        if (useBulkPairs(p, pairs))
+        {
+            return launchBulkPairs<48, 8, 2>(p, stream);
+        }
     }
     return launchSingleTile<kHd, 4, 1, kVec>(p, stream);
 }

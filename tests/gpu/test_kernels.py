@@ -167,6 +167,16 @@ def test_attention_large_batch(lib, n, hd, dtype):
     _attention_case(lib, 333, 4, n, hd, dtype, packed=hd % 2 == 0)
 
 
+@pytest.mark.parametrize("packed", [False, True], ids=["separate", "packed"])
+@pytest.mark.parametrize("n", [33, 48, 64])
+@pytest.mark.parametrize(("batch", "heads"), [(64, 4), (67, 3), (128, 4)])
+def test_attention_two_pair_bulk_range(lib, batch, heads, n, packed):
+    # hd = 48 with 1.5 to 4 pairs per SM of an H100 (256, 201 and 512 pairs): on Hopper the separate
+    # layout takes the two-pair bulk-copy kernel (201: the last CTA's second pair is empty; N < 64:
+    # V rows past N zeroed), the packed layout a CTA per pair.
+    _attention_case(lib, batch, heads, n, 48, torch.float16, packed)
+
+
 # ------------------------------------------------------------------------------------------
 # Rejections: unsupported shapes return cudaErrorInvalidValue and leave the output alone.
 # ------------------------------------------------------------------------------------------
