@@ -42,7 +42,7 @@ repo-gen classify "$PHOTO" --url "127.0.0.1:$GRPC" --model "${MODEL}_pipeline" -
 
 echo "== short perf_analyzer measurement"
 repo-gen bench --model-repository "$OUT" --url "127.0.0.1:$GRPC" --models "${MODEL}_py_fp32" \
-  --concurrency 1,4 --measurement-mode count_windows --measurement-request-count 60 --max-trials 3 \
+  --concurrency 1,4 --measurement-mode count_windows --measurement-request-count 60 --max-trials 6 \
   --output "bench-quickstart"
 rm -f "$PHOTO"
 echo "quickstart: done (repository: $OUT, bench report: bench-quickstart/report.md)"
