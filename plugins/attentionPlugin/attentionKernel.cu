@@ -517,6 +517,172 @@ __device__ __forceinline__ void loadSingleTileItem(__half* smem, AttentionParams
     }
 }
 
+// ---- Warp-level steps shared by the single-tile kernels (CTA per item, and the bulk two-pair
+// kernel on Hopper): one warp owns 16 query rows against kSTiles * 8 keys of one 64-key tile.
+
+// Q fragments (A operand of Q.K^T) of the warp's 16 rows starting at sRows.
+template <int32_t kLds, int32_t kKSteps>
+__device__ __forceinline__ void loadQFragments(uint32_t (&qf)[kKSteps][4], __half const* sRows, int32_t lane)
+{
+#pragma unroll
+    for (int32_t kk = 0; kk < kKSteps; ++kk)
+    {
+        ldmatrixX4(qf[kk], sRows + (lane & 15) * kLds + 16 * kk + 8 * (lane >> 4));
+    }
+}
+
+// S = Q K^T (unscaled, FP32) over the kSTiles * 8 keys whose rows start at sKeys.
+template <int32_t kLds, int32_t kKSteps, int32_t kSTiles>
+__device__ __forceinline__ void warpScores(
+    float (&s)[kSTiles][4], uint32_t const (&qf)[kKSteps][4], __half const* sKeys, int32_t lane)
+{
+#pragma unroll
+    for (int32_t j = 0; j < kSTiles; ++j)
+    {
+        s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.F;
+    }
+#pragma unroll
+    for (int32_t jp = 0; jp < kSTiles / 2; ++jp)
+    {
+#pragma unroll
+        for (int32_t kk = 0; kk < kKSteps; ++kk)
+        {
+            uint32_t b[4];
+            ldmatrixX4(b, sKeys + (16 * jp + (lane & 7) + 8 * (lane >> 4)) * kLds + 16 * kk + 8 * ((lane >> 3) & 1));
+            mma16816(s[2 * jp], qf[kk], b[0], b[1]);
+            mma16816(s[2 * jp + 1], qf[kk], b[2], b[3]);
+        }
+    }
+}
+
+// Softmax numerators in place, in the log2 domain; a thread holds rows g and g + 8. With `mask`,
+// the thread's keys at or past `keysLeft` (N minus the thread's first key) are -inf. The scale
+// (> 0) is folded into the exponent: p = 2^(s*c - max*c). rowMax gets the rows' unscaled maxima
+// over the warp's keys, rowSum the thread's partial sums (reduced by reduceRowSums). A warp with
+// no key in range (a key slice past a short sequence) keeps max = -inf and P = 0.
+template <int32_t kSTiles>
+__device__ __forceinline__ void softmaxNumerators(float (&s)[kSTiles][4], bool mask, int32_t keysLeft,
+    float scaleLog2, float (&rowMax)[2], float (&rowSum)[2])
+{
+    if (mask) // uniform branch: nothing to mask for a full tile
+    {
+#pragma unroll
+        for (int32_t j = 0; j < kSTiles; ++j)
+        {
+#pragma unroll
+            for (int32_t e = 0; e < 4; ++e)
+            {
+                s[j][e] = 8 * j + (e & 1) < keysLeft ? s[j][e] : -INFINITY;
+            }
+        }
+    }
+    rowMax[0] = rowMax[1] = -INFINITY;
+#pragma unroll
+    for (int32_t j = 0; j < kSTiles; ++j)
+    {
+#pragma unroll
+        for (int32_t e = 0; e < 4; ++e)
+        {
+            rowMax[e >> 1] = fmaxf(rowMax[e >> 1], s[j][e]);
+        }
+    }
+    float ref[2];
+#pragma unroll
+    for (int32_t r = 0; r < 2; ++r)
+    {
+        rowMax[r] = fmaxf(rowMax[r], __shfl_xor_sync(0xffffffffu, rowMax[r], 1));
+        rowMax[r] = fmaxf(rowMax[r], __shfl_xor_sync(0xffffffffu, rowMax[r], 2));
+        ref[r] = rowMax[r] == -INFINITY ? 0.F : rowMax[r] * scaleLog2;
+    }
+    rowSum[0] = rowSum[1] = 0.F;
+#pragma unroll
+    for (int32_t j = 0; j < kSTiles; ++j)
+    {
+#pragma unroll
+        for (int32_t e = 0; e < 4; ++e)
+        {
+            s[j][e] = fastExp2(fmaf(s[j][e], scaleLog2, -ref[e >> 1]));
+            rowSum[e >> 1] += s[j][e];
+        }
+    }
+}
+
+// O = P V over 16 * kPSteps keys whose rows start at sValues; P's accumulator layout is reused as
+// the A fragment. beforeStep(kk) runs before k-step kk (where a kernel waits for those V rows).
+template <int32_t kLds, int32_t kPSteps, int32_t kOTiles, int32_t kSTiles, typename BeforeStep>
+__device__ __forceinline__ void warpContext(float (&o)[kOTiles][4], float const (&s)[kSTiles][4],
+    __half const* sValues, int32_t lane, BeforeStep beforeStep)
+{
+    static_assert(kSTiles == 2 * kPSteps, "P covers the keys of the P.V k-steps");
+#pragma unroll
+    for (int32_t j = 0; j < kOTiles; ++j)
+    {
+        o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.F;
+    }
+#pragma unroll
+    for (int32_t kk = 0; kk < kPSteps; ++kk)
+    {
+        beforeStep(kk);
+        uint32_t a[4];
+        a[0] = packHalf2(s[2 * kk][0], s[2 * kk][1]);
+        a[1] = packHalf2(s[2 * kk][2], s[2 * kk][3]);
+        a[2] = packHalf2(s[2 * kk + 1][0], s[2 * kk + 1][1]);
+        a[3] = packHalf2(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+#pragma unroll
+        for (int32_t jp = 0; jp < kOTiles / 2; ++jp)
+        {
+            uint32_t b[4];
+            ldmatrixX4Trans(b, sValues + (16 * kk + (lane & 15)) * kLds + 16 * jp + 8 * (lane >> 4));
+            mma16816(o[2 * jp], a, b[0], b[1]);
+            mma16816(o[2 * jp + 1], a, b[2], b[3]);
+        }
+    }
+}
+
+// Sum each row's partial sums over the 4 threads that hold it.
+__device__ __forceinline__ void reduceRowSums(float (&rowSum)[2])
+{
+#pragma unroll
+    for (int32_t r = 0; r < 2; ++r)
+    {
+        rowSum[r] += __shfl_xor_sync(0xffffffffu, rowSum[r], 1);
+        rowSum[r] += __shfl_xor_sync(0xffffffffu, rowSum[r], 2);
+    }
+}
+
+// Normalise the warp's 16 x kHd output rows, stage them in the warp's own shared-memory rows sRows
+// (its Q fragments are in registers by now), store them to rows token0.. of out with kVec-wide
+// coalesced writes (rows past N and columns past the head dim are not written).
+template <int32_t kHd, int32_t kLds, int32_t kVec, int32_t kOTiles>
+__device__ __forceinline__ void storeWarpRows(float const (&o)[kOTiles][4], float const (&rowSum)[2], __half* sRows,
+    __half* out, int64_t tokenStride, int32_t token0, int32_t seqLen, int32_t headDim, int32_t lane)
+{
+    constexpr int32_t kCpr = kHd / kVec;
+    int32_t const g = lane / 4;
+    int32_t const t = lane % 4;
+    float const inv[2] = {1.F / rowSum[0], 1.F / rowSum[1]};
+    __syncwarp();
+#pragma unroll
+    for (int32_t j = 0; j < kOTiles; ++j)
+    {
+        __half* dst = sRows + g * kLds + 8 * j + 2 * t;
+        *reinterpret_cast<uint32_t*>(dst) = packHalf2(o[j][0] * inv[0], o[j][1] * inv[0]);
+        *reinterpret_cast<uint32_t*>(dst + 8 * kLds) = packHalf2(o[j][2] * inv[1], o[j][3] * inv[1]);
+    }
+    __syncwarp();
+#pragma unroll
+    for (int32_t i = lane; i < 16 * kCpr; i += 32)
+    {
+        int32_t const r = i / kCpr;
+        int32_t const c = (i - r * kCpr) * kVec;
+        int32_t const token = token0 + r;
+        if (token < seqLen && c < headDim)
+        {
+            storeChunk<kVec>(out + token * tokenStride + c, sRows + r * kLds + c);
+        }
+    }
+}
+
 template <int32_t kHd, int32_t kRB, int32_t kSplit, int32_t kVec>
 __global__ void __launch_bounds__(kRB * kSplit * 32, singleTileMinBlocks<kHd, kRB, kSplit>())
     attentionF16SingleTileKernel(AttentionParams<__half> p, float scaleLog2, int32_t totalPairs)
@@ -555,112 +721,19 @@ __global__ void __launch_bounds__(kRB * kSplit * 32, singleTileMinBlocks<kHd, kR
     __syncthreads();
 
     uint32_t qf[kKSteps][4];
-#pragma unroll
-    for (int32_t kk = 0; kk < kKSteps; ++kk)
-    {
-        ldmatrixX4(qf[kk], sQ + (16 * rb + (lane & 15)) * kLds + 16 * kk + 8 * (lane >> 4));
-    }
-
-    // S = Q K^T over this warp's keys (unscaled, FP32).
+    loadQFragments<kLds>(qf, sQ + 16 * rb * kLds, lane);
     float s[kSTiles][4];
-#pragma unroll
-    for (int32_t j = 0; j < kSTiles; ++j)
-    {
-        s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.F;
-    }
-#pragma unroll
-    for (int32_t jp = 0; jp < kSTiles / 2; ++jp)
-    {
-#pragma unroll
-        for (int32_t kk = 0; kk < kKSteps; ++kk)
-        {
-            uint32_t b[4];
-            ldmatrixX4(b, sK + (firstKey + 16 * jp + (lane & 7) + 8 * (lane >> 4)) * kLds + 16 * kk
-                    + 8 * ((lane >> 3) & 1));
-            mma16816(s[2 * jp], qf[kk], b[0], b[1]);
-            mma16816(s[2 * jp + 1], qf[kk], b[2], b[3]);
-        }
-    }
-
-    // Softmax in the log2 domain over this warp's keys; a thread holds rows g and g + 8. Keys
-    // past N are -inf. The scale (> 0) is folded into the exponent: p = 2^(s*c - max*c).
-    if (p.seqLen < Sh::kTile) // uniform branch: nothing to mask for a full tile
-    {
-        int32_t const keysLeft = p.seqLen - firstKey - 2 * t;
-#pragma unroll
-        for (int32_t j = 0; j < kSTiles; ++j)
-        {
-#pragma unroll
-            for (int32_t e = 0; e < 4; ++e)
-            {
-                s[j][e] = 8 * j + (e & 1) < keysLeft ? s[j][e] : -INFINITY;
-            }
-        }
-    }
-    float rowMax[2] = {-INFINITY, -INFINITY};
-#pragma unroll
-    for (int32_t j = 0; j < kSTiles; ++j)
-    {
-#pragma unroll
-        for (int32_t e = 0; e < 4; ++e)
-        {
-            rowMax[e >> 1] = fmaxf(rowMax[e >> 1], s[j][e]);
-        }
-    }
-    float rowSum[2] = {0.F, 0.F};
-    float ref[2];
-#pragma unroll
-    for (int32_t r = 0; r < 2; ++r)
-    {
-        rowMax[r] = fmaxf(rowMax[r], __shfl_xor_sync(0xffffffffu, rowMax[r], 1));
-        rowMax[r] = fmaxf(rowMax[r], __shfl_xor_sync(0xffffffffu, rowMax[r], 2));
-        // A slice with no key in range (short sequence) keeps max = -inf: P = 0 there.
-        ref[r] = rowMax[r] == -INFINITY ? 0.F : rowMax[r] * scaleLog2;
-    }
-#pragma unroll
-    for (int32_t j = 0; j < kSTiles; ++j)
-    {
-#pragma unroll
-        for (int32_t e = 0; e < 4; ++e)
-        {
-            s[j][e] = fastExp2(fmaf(s[j][e], scaleLog2, -ref[e >> 1]));
-            rowSum[e >> 1] += s[j][e];
-        }
-    }
+    warpScores<kLds>(s, qf, sK + firstKey * kLds, lane);
+    float rowMax[2];
+    float rowSum[2];
+    softmaxNumerators(s, p.seqLen < Sh::kTile, p.seqLen - firstKey - 2 * t, scaleLog2, rowMax, rowSum);
 
     cpAsyncWait<0>(); // V
     __syncthreads();
 
-    // O = P V; P's accumulator layout is reused as the A fragment.
     float o[kOTiles][4];
-#pragma unroll
-    for (int32_t j = 0; j < kOTiles; ++j)
-    {
-        o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.F;
-    }
-#pragma unroll
-    for (int32_t kk = 0; kk < kPSteps; ++kk)
-    {
-        uint32_t a[4];
-        a[0] = packHalf2(s[2 * kk][0], s[2 * kk][1]);
-        a[1] = packHalf2(s[2 * kk][2], s[2 * kk][3]);
-        a[2] = packHalf2(s[2 * kk + 1][0], s[2 * kk + 1][1]);
-        a[3] = packHalf2(s[2 * kk + 1][2], s[2 * kk + 1][3]);
-#pragma unroll
-        for (int32_t jp = 0; jp < kOTiles / 2; ++jp)
-        {
-            uint32_t b[4];
-            ldmatrixX4Trans(b, sV + (firstKey + 16 * kk + (lane & 15)) * kLds + 16 * jp + 8 * (lane >> 4));
-            mma16816(o[2 * jp], a, b[0], b[1]);
-            mma16816(o[2 * jp + 1], a, b[2], b[3]);
-        }
-    }
-#pragma unroll
-    for (int32_t r = 0; r < 2; ++r)
-    {
-        rowSum[r] += __shfl_xor_sync(0xffffffffu, rowSum[r], 1);
-        rowSum[r] += __shfl_xor_sync(0xffffffffu, rowSum[r], 2);
-    }
+    warpContext<kLds, kPSteps>(o, s, sV + firstKey * kLds, lane, [](int32_t) {});
+    reduceRowSums(rowSum);
     if (!pairValid)
     {
         return; // uniform across the CTA: no barrier follows that others would wait on
@@ -669,31 +742,8 @@ __global__ void __launch_bounds__(kRB * kSplit * 32, singleTileMinBlocks<kHd, kR
 
     if constexpr (kSplit == 1)
     {
-        // Normalise, stage the warp's 16 x kHd output rows in its own rows of sQ (its Q
-        // fragments are in registers), store them with kVec-wide coalesced writes.
-        constexpr int32_t kCpr = kHd / kVec;
-        float const inv[2] = {1.F / rowSum[0], 1.F / rowSum[1]};
-        __syncwarp();
-#pragma unroll
-        for (int32_t j = 0; j < kOTiles; ++j)
-        {
-            __half* dst = sQ + (16 * rb + g) * kLds + 8 * j + 2 * t;
-            *reinterpret_cast<uint32_t*>(dst) = packHalf2(o[j][0] * inv[0], o[j][1] * inv[0]);
-            *reinterpret_cast<uint32_t*>(dst + 8 * kLds) = packHalf2(o[j][2] * inv[1], o[j][3] * inv[1]);
-        }
-        __syncwarp();
-        int32_t const token0 = qRow0 + 16 * rb;
-#pragma unroll
-        for (int32_t i = lane; i < 16 * kCpr; i += 32)
-        {
-            int32_t const r = i / kCpr;
-            int32_t const c = (i - r * kCpr) * kVec;
-            int32_t const token = token0 + r;
-            if (token < p.seqLen && c < p.headDim)
-            {
-                storeChunk<kVec>(out + token * p.oStride.token + c, sQ + (16 * rb + r) * kLds + c);
-            }
-        }
+        storeWarpRows<kHd, kLds, kVec>(
+            o, rowSum, sQ + 16 * rb * kLds, out, p.oStride.token, qRow0 + 16 * rb, p.seqLen, p.headDim, lane);
     }
     else
     {
@@ -917,7 +967,6 @@ __global__ void __launch_bounds__(128 * kPairs, 2)
     __half const* const sV = sK + 64 * kLds;
     int32_t const warp = tid / 32;
     int32_t const lane = tid % 32;
-    int32_t const g = lane / 4;
     int32_t const t = lane % 4;
     int32_t const pair = static_cast<int32_t>(blockIdx.x) * kPairs + grp;
     bool const pairValid = pair < totalPairs;
@@ -940,79 +989,15 @@ __global__ void __launch_bounds__(128 * kPairs, 2)
     }
 
     uint32_t qf[kKSteps][4];
-#pragma unroll
-    for (int32_t kk = 0; kk < kKSteps; ++kk)
-    {
-        ldmatrixX4(qf[kk], sQ + (16 * warp + (lane & 15)) * kLds + 16 * kk + 8 * (lane >> 4));
-    }
-
-    // S = Q K^T (unscaled, FP32).
+    loadQFragments<kLds>(qf, sQ + 16 * warp * kLds, lane);
     float s[kSTiles][4];
-#pragma unroll
-    for (int32_t j = 0; j < kSTiles; ++j)
-    {
-        s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.F;
-    }
-#pragma unroll
-    for (int32_t jp = 0; jp < kSTiles / 2; ++jp)
-    {
-#pragma unroll
-        for (int32_t kk = 0; kk < kKSteps; ++kk)
-        {
-            uint32_t b[4];
-            ldmatrixX4(b, sK + (16 * jp + (lane & 7) + 8 * (lane >> 4)) * kLds + 16 * kk + 8 * ((lane >> 3) & 1));
-            mma16816(s[2 * jp], qf[kk], b[0], b[1]);
-            mma16816(s[2 * jp + 1], qf[kk], b[2], b[3]);
-        }
-    }
-
-    // Softmax in the log2 domain; a thread holds rows g and g + 8. Keys past N are -inf (key 0
-    // never is, so every row max is finite). The scale (> 0) is folded into the exponent:
-    // p = 2^(s*c - max*c). ptxas schedules these exponentials among the P.V MMAs after the V
-    // wait; pinning them before it (a shared-memory store of their results) was slower at every
-    // batch measured (benchmarks/kernels_h100.md, v4).
-    if (p.seqLen < 64) // uniform branch: nothing to mask for a full tile
-    {
-        int32_t const keysLeft = p.seqLen - 2 * t;
-#pragma unroll
-        for (int32_t j = 0; j < kSTiles; ++j)
-        {
-#pragma unroll
-            for (int32_t e = 0; e < 4; ++e)
-            {
-                s[j][e] = 8 * j + (e & 1) < keysLeft ? s[j][e] : -INFINITY;
-            }
-        }
-    }
-    float rowMax[2] = {-INFINITY, -INFINITY};
-#pragma unroll
-    for (int32_t j = 0; j < kSTiles; ++j)
-    {
-#pragma unroll
-        for (int32_t e = 0; e < 4; ++e)
-        {
-            rowMax[e >> 1] = fmaxf(rowMax[e >> 1], s[j][e]);
-        }
-    }
-    float rowSum[2] = {0.F, 0.F};
-    float ref[2];
-#pragma unroll
-    for (int32_t r = 0; r < 2; ++r)
-    {
-        rowMax[r] = fmaxf(rowMax[r], __shfl_xor_sync(0xffffffffu, rowMax[r], 1));
-        rowMax[r] = fmaxf(rowMax[r], __shfl_xor_sync(0xffffffffu, rowMax[r], 2));
-        ref[r] = rowMax[r] * scaleLog2;
-    }
-#pragma unroll
-    for (int32_t j = 0; j < kSTiles; ++j)
-    {
-#pragma unroll
-        for (int32_t e = 0; e < 4; ++e)
-        {
-            s[j][e] = fastExp2(fmaf(s[j][e], scaleLog2, -ref[e >> 1]));
-            rowSum[e >> 1] += s[j][e];
-        }
-    }
+    warpScores<kLds>(s, qf, sK, lane);
+    // ptxas schedules the softmax's exponentials among the P.V MMAs after the V wait; pinning
+    // them before it (a shared-memory store of their results) was slower at every batch measured
+    // (benchmarks/kernels_h100.md, v4).
+    float rowMax[2];
+    float rowSum[2];
+    softmaxNumerators(s, p.seqLen < 64, p.seqLen - 2 * t, scaleLog2, rowMax, rowSum);
 
     if constexpr (!kUseBulk)
     {
@@ -1020,16 +1005,8 @@ __global__ void __launch_bounds__(128 * kPairs, 2)
         __syncthreads();
     }
 
-    // O = P V; P's accumulator layout is reused as the A fragment.
     float o[kOTiles][4];
-#pragma unroll
-    for (int32_t j = 0; j < kOTiles; ++j)
-    {
-        o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.F;
-    }
-#pragma unroll
-    for (int32_t kk = 0; kk < kPSteps; ++kk)
-    {
+    warpContext<kLds, kPSteps>(o, s, sV, lane, [&]([[maybe_unused]] int32_t kk) {
         if constexpr (kUseBulk)
         {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
@@ -1039,56 +1016,14 @@ __global__ void __launch_bounds__(128 * kPairs, 2)
             }
 #endif
         }
-        uint32_t a[4];
-        a[0] = packHalf2(s[2 * kk][0], s[2 * kk][1]);
-        a[1] = packHalf2(s[2 * kk][2], s[2 * kk][3]);
-        a[2] = packHalf2(s[2 * kk + 1][0], s[2 * kk + 1][1]);
-        a[3] = packHalf2(s[2 * kk + 1][2], s[2 * kk + 1][3]);
-#pragma unroll
-        for (int32_t jp = 0; jp < kOTiles / 2; ++jp)
-        {
-            uint32_t b[4];
-            ldmatrixX4Trans(b, sV + (16 * kk + (lane & 15)) * kLds + 16 * jp + 8 * (lane >> 4));
-            mma16816(o[2 * jp], a, b[0], b[1]);
-            mma16816(o[2 * jp + 1], a, b[2], b[3]);
-        }
-    }
-#pragma unroll
-    for (int32_t r = 0; r < 2; ++r)
-    {
-        rowSum[r] += __shfl_xor_sync(0xffffffffu, rowSum[r], 1);
-        rowSum[r] += __shfl_xor_sync(0xffffffffu, rowSum[r], 2);
-    }
+    });
+    reduceRowSums(rowSum);
     if (!pairValid)
     {
         return; // no barrier follows
     }
-    __half* const out = p.o + pairOffset(p.oStride, pair, p.heads);
-
-    // Normalise, stage the warp's 16 x kHd output rows in its own rows of sQ (its Q fragments
-    // are in registers), store them with kVec-wide coalesced writes.
-    constexpr int32_t kCpr = kHd / kVec;
-    float const inv[2] = {1.F / rowSum[0], 1.F / rowSum[1]};
-    __syncwarp();
-#pragma unroll
-    for (int32_t j = 0; j < kOTiles; ++j)
-    {
-        __half* dst = sQ + (16 * warp + g) * kLds + 8 * j + 2 * t;
-        *reinterpret_cast<uint32_t*>(dst) = packHalf2(o[j][0] * inv[0], o[j][1] * inv[0]);
-        *reinterpret_cast<uint32_t*>(dst + 8 * kLds) = packHalf2(o[j][2] * inv[1], o[j][3] * inv[1]);
-    }
-    __syncwarp();
-#pragma unroll
-    for (int32_t i = lane; i < 16 * kCpr; i += 32)
-    {
-        int32_t const r = i / kCpr;
-        int32_t const c = (i - r * kCpr) * kVec;
-        int32_t const token = 16 * warp + r;
-        if (token < p.seqLen && c < p.headDim)
-        {
-            storeChunk<kVec>(out + token * p.oStride.token + c, sQ + (16 * warp + r) * kLds + c);
-        }
-    }
+    storeWarpRows<kHd, kLds, kVec>(o, rowSum, sQ + 16 * warp * kLds, p.o + pairOffset(p.oStride, pair, p.heads),
+        p.oStride.token, 16 * warp, p.seqLen, p.headDim, lane);
 }
 
 // ------------------------------------------------------------------------------------------
