@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shutil
 import statistics
 import sys
@@ -33,13 +32,19 @@ DEFAULT_VARIANTS = {"1x_all_cores": {"count": 1}, "2x_shared": {"count": 2}}
 
 
 def write_variant(src: Path, dst: Path, name: str, opts: dict) -> None:
+    """`src` copied to `dst` as model `name`, its config edited the way `repo-gen tune` edits one."""
+    from dataclasses import replace
+
+    from repo_gen.perf.tune import apply_candidate, candidate_of, config_text
+    from repo_gen.triton.render import parse_config
+
     shutil.copytree(src, dst)
-    cfg = (dst / "config.pbtxt").read_text()
-    cfg = re.sub(r'^name: ".*"$', f'name: "{name}"', cfg, count=1, flags=re.M)
-    cfg = re.sub(r"count: \d+", f"count: {int(opts.get('count', 1))}", cfg)
-    cfg = re.sub(r"max_queue_delay_microseconds: \d+", f"max_queue_delay_microseconds: {int(opts.get('delay_us', 100))}", cfg)
-    cfg = re.sub(r'(key: "intra_op_threads"\s*value \{ string_value: )"\d+"', rf'\g<1>"{int(opts.get("threads", 0))}"', cfg)
-    (dst / "config.pbtxt").write_text(cfg)
+    cfg = parse_config((dst / "config.pbtxt").read_text(), str(dst / "config.pbtxt"))
+    cand = replace(candidate_of(cfg), instance_count=int(opts.get("count", 1)),
+                   intra_op_threads=int(opts.get("threads", 0)), max_queue_delay_us=int(opts.get("delay_us", 100)))
+    cfg = apply_candidate(cfg, cand)
+    cfg.name = name
+    (dst / "config.pbtxt").write_text(config_text(cfg, f"bench_instances variant {name}: {cand.describe()}"))
 
 
 def main() -> int:

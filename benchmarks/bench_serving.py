@@ -81,11 +81,10 @@ def model_py_session(onnx_path: Path, threads: int = 0, spinning: bool = False):
 
 
 def instance_count(model_dir: Path) -> int:
-    from google.protobuf import text_format
-    from tritonclient.grpc import model_config_pb2
+    from repo_gen.perf.tune import candidate_of
+    from repo_gen.triton.render import parse_config
 
-    cfg = text_format.Parse((model_dir / "config.pbtxt").read_text(), model_config_pb2.ModelConfig())
-    return sum(g.count for g in cfg.instance_group) or 1
+    return candidate_of(parse_config((model_dir / "config.pbtxt").read_text())).instance_count
 
 
 def parallel_throughput(sessions: list, images: np.ndarray, batch: int, seconds: float) -> float:
