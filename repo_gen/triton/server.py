@@ -147,30 +147,24 @@ class TritonServer:
     def argv(self) -> list[str]:
         inst = self.install or find_tritonserver()
         self.install = inst
-        args = [
-            str(inst.binary),
-            f"--model-repository={self.repo.absolute()}",
-            f"--backend-directory={inst.backend_dir}",
-            f"--http-address={self.host}",
-            f"--grpc-address={self.host}",
-            f"--metrics-address={self.host}",
-            f"--http-port={self.ports.http}",
-            f"--grpc-port={self.ports.grpc}",
-            f"--metrics-port={self.ports.metrics}",
-            f"--model-control-mode={self.model_control}",
-            f"--exit-on-error={'true' if self.exit_on_error else 'false'}",
-            "--strict-readiness=true",
-            "--log-verbose=0",
-        ]
-        if self.model_control == "poll":
-            args.append(f"--repository-poll-secs={self.poll_secs}")
-        elif self.models is not None:
-            args += [f"--load-model={m}" for m in self.models]
+        from repo_gen.triton.argv import ServerOptions, tritonserver_argv
         from repo_gen.trt.serve import tritonserver_args
 
+        opts = ServerOptions(
+            repository=str(self.repo.absolute()),
+            host=self.host,
+            http_port=self.ports.http,
+            grpc_port=self.ports.grpc,
+            metrics_port=self.ports.metrics,
+            model_control=self.model_control,
+            models=None if self.models is None else tuple(self.models),
+            exit_on_error=self.exit_on_error,
+            poll_secs=self.poll_secs,
+            backend_directory=str(inst.backend_dir),
+        )
         # Every server repo-gen starts (serve, bench, tune, tests) gets what its plan models need:
         # the plugin libraries and the version-compatible flag, read from the manifest.
-        return args + tritonserver_args(self.repo, self.models) + list(self.extra_args)
+        return tritonserver_argv(str(inst.binary), opts, tritonserver_args(self.repo, self.models), self.extra_args)
 
     @property
     def http_url(self) -> str:
