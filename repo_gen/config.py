@@ -99,6 +99,9 @@ class BuildConfig:
         max_queue_delay_us: dynamic batcher queue delay.
         use_cache: reuse stage artifacts from the content-hash stage cache (`repo_gen.cache`);
             False (`--no-cache`) runs every stage and stores nothing.
+        triton_image: the tritonserver image that serves the repository (named in each plan's
+            rebuild command and recorded in the manifest's options); None: not named.
+        task: registered task (`repo_gen.tasks`) that owns the output contract and fidelity metric.
     """
 
     model: str = "mobilevit_s"
@@ -132,7 +135,8 @@ class BuildConfig:
     version_compatible: bool = False
     timing_cache: Path | None = None
     use_cache: bool = True
-    extra: dict = field(default_factory=dict)
+    triton_image: str | None = None
+    task: str = "classification"
 
     spec: ModelSpec = field(init=False, repr=False)
 

@@ -107,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
     )
     report = build(cfg, lock_timeout_s=args.lock_timeout)
     if args.json:
-        print(json.dumps(report.__dict__, indent=2, default=str))
+        print(json.dumps(report.to_dict(), indent=2, default=str))
     else:
         print_summary(report)
     return 0
