@@ -32,7 +32,7 @@ from repo_gen.data.images import ImageSet
 from repo_gen.errors import UserError
 from repo_gen.log import logger, step
 from repo_gen.precision import PrecisionVariant
-from repo_gen.precision.evaluate import Evaluator, get_evaluator
+from repo_gen.precision.evaluate import Evaluator, OrtCpuEvaluator
 from repo_gen.precision.report import table_rows
 from repo_gen.precision.search import SearchResult, greedy_search
 from repo_gen.results import Fidelity, Tolerance
@@ -84,7 +84,7 @@ def prepare(cfg: BuildConfig, fp32_path: Path, work: Path, timings: dict) -> Pre
     out_shape = model.graph.output[0].type.tensor_type.shape.dim
     num_classes = out_shape[-1].dim_value if out_shape and out_shape[-1].HasField("dim_value") else 0
     threads = _threads()
-    evaluator = get_evaluator(None, threads=threads)
+    evaluator: Evaluator = OrtCpuEvaluator(threads=threads)
     with step("precision data", timings):
         calib = load_calibration(cfg.calib_dir, cfg.data, cfg.calib_count, cfg.seed)
         evalset = load_eval(cfg.eval_dir, cfg.data, cfg.eval_count, num_classes, cfg.seed)

@@ -19,7 +19,7 @@ from repo_gen.onnx.plugin_rewrite import (
     plugin_rewrite_report,
     rewrite_plugins,
 )
-from repo_gen.onnx.reference_ops import node_errors, reference_model, reference_session, register
+from tests.onnx.reference_ops import node_errors, reference_model, reference_session, register
 
 IMAGE = 256  # MobileViT's own resolution: N = 256/64/16 tokens, the shapes the plugins are built for
 FP32_TOL = 1e-5
