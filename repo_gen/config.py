@@ -25,6 +25,8 @@ RUNTIMES = ("onnx", "py", "trt")
 # mobilevit_xxs at concurrency 8 on 2 cores: 119 vs 97 infer/s (benchmarks/RESULTS.md, Foundation).
 DEFAULT_INSTANCES = {"onnx": 1, "py": 2, "trt": 1}
 TRITON_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+# A container image reference: [registry[:port]/]path[:tag][@digest], no spaces or shell characters.
+IMAGE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:@+-]{0,254}$")
 
 
 def triton_model_name(model: str, runtime: str, precision: str) -> str:
@@ -99,6 +101,9 @@ class BuildConfig:
         max_queue_delay_us: dynamic batcher queue delay.
         use_cache: reuse stage artifacts from the content-hash stage cache (`repo_gen.cache`);
             False (`--no-cache`) runs every stage and stores nothing.
+        triton_image: the tritonserver image that serves the repository (named in each plan's
+            rebuild command and recorded in the manifest's options); None: not named.
+        task: registered task (`repo_gen.tasks`) that owns the output contract and fidelity metric.
     """
 
     model: str = "mobilevit_s"
@@ -108,7 +113,7 @@ class BuildConfig:
     max_batch: int = 64
     opt_batch: int | None = None
     image_size: int | None = None
-    precisions: tuple[str, ...] = ("fp32",)
+    precisions: tuple[str, ...] = PRECISIONS
     runtimes: tuple[str, ...] = RUNTIMES
     opset: int = 17
     version: int = 1
@@ -132,7 +137,8 @@ class BuildConfig:
     version_compatible: bool = False
     timing_cache: Path | None = None
     use_cache: bool = True
-    extra: dict = field(default_factory=dict)
+    triton_image: str | None = None
+    task: str = "classification"
 
     spec: ModelSpec = field(init=False, repr=False)
 
@@ -190,6 +196,44 @@ class BuildConfig:
             raise UserError(f"--builder-opt-level {self.builder_opt_level}: must be from 0 to 5")
         if self.output.exists() and not self.output.is_dir():
             raise UserError(f"--output {self.output}: is a file, not a directory; pass a directory path")
+        self._check_tolerances()
+        if self.eval_count < 1:
+            raise UserError(f"--eval-count {self.eval_count}: must be >= 1")
+        if not isinstance(self.seed, int) or self.seed < 0:
+            raise UserError(f"--seed {self.seed}: must be an integer >= 0")
+        for name in ("pretrained", "pipeline", "allow_inaccurate", "version_compatible", "use_cache"):
+            if not isinstance(getattr(self, name), bool):
+                raise UserError(f"{name} {getattr(self, name)!r}: must be True or False")
+        if self.timing_cache is not None:
+            self.timing_cache = Path(self.timing_cache)
+            if self.timing_cache.is_dir():
+                raise UserError(f"--timing-cache {self.timing_cache}: is a directory; pass a file path")
+        if self.trt_plugin_lib is not None:
+            self.trt_plugin_lib = Path(self.trt_plugin_lib)
+        if self.triton_image is not None and not IMAGE_RE.match(self.triton_image):
+            raise UserError(f"--triton-image {self.triton_image!r}: not an image reference; pass e.g. "
+                            "nvcr.io/nvidia/tritonserver:25.10-py3")
+        from repo_gen.tasks import available_tasks
+
+        if self.task not in available_tasks():
+            raise UserError(f"task {self.task!r}: unknown; choose from {', '.join(available_tasks())}")
+
+    def _check_tolerances(self) -> None:
+        import math
+
+        def number(flag: str, v: object) -> float:
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise UserError(f"{flag} {v!r}: must be a finite number")
+            return float(v)
+
+        if not 0 < number("--fp16-tolerance", self.fp16_tolerance) < 1:
+            raise UserError(f"--fp16-tolerance {self.fp16_tolerance}: a relative L2 error, must be between 0 and 1 "
+                            "(e.g. 5e-3)")
+        if not 0 < number("--int8-tolerance", self.int8_tolerance) <= 1:
+            raise UserError(f"--int8-tolerance {self.int8_tolerance}: a cosine similarity, must be in (0, 1] "
+                            "(e.g. 0.99)")
+        if not 0 < number("export_tolerance", self.export_tolerance) < 1:
+            raise UserError(f"export_tolerance {self.export_tolerance}: a relative error, must be between 0 and 1")
 
     @property
     def data(self):

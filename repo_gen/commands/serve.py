@@ -54,10 +54,10 @@ def run(args: argparse.Namespace) -> int:
             + "; ".join(f"{c.name} ({c.reason})" for c in left_out)
             + "; use --model-control explicit, or build only servable runtimes (e.g. --runtimes py) into their own --output"
         )
-    from repo_gen.triton.repository import read_manifest
+    from repo_gen.manifest import load_manifest
     from repo_gen.trt.serve import serve_problems
 
-    for problem in serve_problems(repo, read_manifest(repo), inst.backend_dir):
+    for problem in serve_problems(repo, load_manifest(repo), inst.backend_dir):
         logger.warning(problem)
     server = TritonServer(
         repo,
