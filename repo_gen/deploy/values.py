@@ -283,6 +283,7 @@ def make_values(repo: Path, *, target: str = "kubernetes", replicas: int = 1, ma
         raise UserError(f"--gpus-per-pod 0: {', '.join(p.name for p in plans)} are TensorRT models and need a GPU; "
                         "pass --gpus-per-pod 1 or build with --runtimes onnx,py")
 
+    from repo_gen.manifest import Manifest, ModelEntry
     from repo_gen.trt.serve import tensorrt_server_args
 
     # Plugin libraries were recorded with build-machine paths; in the cluster they sit in the image.
@@ -294,7 +295,7 @@ def make_values(repo: Path, *, target: str = "kubernetes", replicas: int = 1, ma
         plugin_libs += [lib for lib in libs if lib not in plugin_libs]
         if libs:
             loaded[e["name"]] = dict(e, extra=dict(extra, plugin_libs=libs))
-    plan_args = tensorrt_server_args({"models": loaded})
+    plan_args = tensorrt_server_args(Manifest({n: ModelEntry.from_dict(e) for n, e in loaded.items()}))
 
     ports = dict(KSERVE_PORTS if target == "kserve" else PORTS)
     opts = ServerOptions(repository=KSERVE_MOUNT if target == "kserve" else MOUNT, host="0.0.0.0",  # noqa: S104 - a pod serves its Service
