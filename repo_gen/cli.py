@@ -41,8 +41,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = make_parser()
     args = parser.parse_args(argv)
     log.setup(verbose=args.verbose, quiet=args.quiet)
+    from repo_gen.triton.repository import signals_as_exceptions
+
     try:
-        return int(args.func(args) or 0)
+        # SIGTERM (docker stop, systemd, a test harness) and SIGHUP are handled like Ctrl-C, so every
+        # command stops what it started (tritonserver, perf_analyzer) before it exits.
+        with signals_as_exceptions():
+            return int(args.func(args) or 0)
     except RepoGenError as e:
         log.console.print(f"[bold red]error:[/] {e}", soft_wrap=True)
         return e.exit_code

@@ -89,5 +89,6 @@ def run(args: argparse.Namespace) -> int:
             server.stop()
             return 0
         code = server.proc.returncode if server.proc else 1
+        server.stop()  # a crashed server's python-backend stubs live on; they are stopped here
         console.print(f"[bold red]tritonserver exited with code {code}[/]: {server.log_tail(3)}")
         return 1

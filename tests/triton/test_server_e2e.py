@@ -55,3 +55,28 @@ def test_perf_analyzer_measures(triton, perf_analyzer, tmp_path):
     rows = csv.read_text().splitlines()
     assert rows[0].startswith("Concurrency") and len(rows) >= 2
     assert float(rows[1].split(",")[1]) > 0  # inferences/second
+
+
+def test_repo_gen_talks_to_triton_only_through_tritonclient():
+    """Health, readiness, repository index, load/unload: tritonclient, not hand-written HTTP."""
+    import ast
+    from pathlib import Path
+
+    import repo_gen
+
+    hand_written = []
+    for path in Path(repo_gen.__file__).parent.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            hand_written += [f"{path.name}: {n}" for n in names if n.startswith(("urllib", "http.client", "requests"))]
+    assert not hand_written, hand_written
+
+
+def test_load_errors_carry_tritons_status_and_message(triton):
+    code, message = triton.load_model("no_such_model")
+    assert code >= 400 and "no_such_model" in message, (code, message)
+    code, message = triton.load_model(PY_MODEL, '{"max_batch_size": "not a number"}')
+    assert code >= 400 and message, (code, message)
+    assert triton.is_live() and triton.is_ready()
+    assert {m["name"] for m in triton.repository_index()} >= {PY_MODEL, ONNX_MODEL}
