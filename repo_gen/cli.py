@@ -31,6 +31,9 @@ def make_parser() -> argparse.ArgumentParser:
         except ImportError:  # a command whose module is not part of this build
             continue
         module.add_parser(sub)
+    from repo_gen.commands.helpformat import use_everywhere
+
+    use_everywhere(parser)  # every option states its real default once
     return parser
 
 

@@ -19,7 +19,6 @@ def add_parser(sub) -> None:
         "model repository: one model per runtime x precision, named <model>_<runtime>_<precision> "
         "(runtime: onnx = Triton onnxruntime backend, py = python backend running ONNX Runtime, "
         "trt = TensorRT plan), plus the <model>_pipeline ensemble (image bytes -> top-k labels).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     g = p.add_argument_group("model")
     g.add_argument("--model", default="mobilevit_s", metavar="NAME", help=f"one of: {', '.join(list_models())}")

@@ -14,7 +14,6 @@ def add_parser(sub) -> None:
         description="Start tritonserver (from PATH or the nvidia-pytriton wheel) on a repository, loading every "
         "model this server can serve (by repo-gen's manifest and the backends found; explicit model control), "
         "say which are left out and why, wait until ready and print the URLs. Ctrl-C stops the server.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--model-repository", type=Path, default=Path("model_repository"), metavar="DIR")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0 exposes the server to the network)")
