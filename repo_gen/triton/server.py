@@ -13,6 +13,7 @@ goes through tritonclient's HTTP client.
 from __future__ import annotations
 
 import os
+import shlex
 import socket
 import subprocess
 import time
@@ -203,11 +204,13 @@ class TritonServer:
             logs.mkdir(exist_ok=True)
             self.log_path = logs / f"tritonserver-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
         argv = self.argv()
-        logger.info("starting: " + " ".join(argv))
+        logger.debug("starting: " + " ".join(argv))
         env = dict(os.environ)
         env.update(inst.env)
         try:
             with open(self.log_path, "ab") as log:
+                log.write(f"$ {shlex.join(argv)}\n".encode())  # the log says how to rerun it by hand
+                log.flush()
                 self.proc = procs.popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env)
             self._record = leftovers.record(self.proc.pid, argv[0], self.shm_prefix, vars(self.ports), str(self.log_path))
             self.wait_ready(timeout_s)
