@@ -16,6 +16,21 @@ import pytest
 TEST_MODEL = os.environ.get("REPO_GEN_TEST_MODEL", "mobilevit_xxs")
 TEST_MAX_BATCH = 8
 
+# How tests run perf_analyzer: windows of a fixed number of requests (a busy machine makes them
+# longer, never empty) and a stability bound no busy machine misses. Tests check that it ran and
+# returned sane figures (requests served, p99 >= p50 > 0), never that the machine was quiet.
+LOOSE_PERF_ARGS = ["--measurement-mode", "count_windows", "--measurement-request-count", "8",
+                   "--stability-percentage", "1000", "--max-trials", "4"]
+
+
+def loose_perf_settings(**kw):
+    """`PerfSettings` equivalent of LOOSE_PERF_ARGS (retries at 10x and 100x the bound)."""
+    from repo_gen.perf.analyzer import PerfSettings
+
+    base = dict(measurement_mode="count_windows", request_count=8, stability_percentage=1000, max_trials=4,
+                relax=(10000, 100000))
+    return PerfSettings(**{**base, **kw})
+
 
 def _need_tritonserver():
     from repo_gen.errors import MissingDependency

@@ -18,7 +18,6 @@ def add_parser(sub) -> None:
         "searched one at a time with Model Analyzer's rule (stop growing when the gain is < 5%%). The winner is "
         "written to config.pbtxt atomically (previous file kept as config.pbtxt.orig), loaded from the file to "
         "prove Triton accepts it, and recorded in the manifest.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--model-repository", type=Path, default=Path("model_repository"), metavar="DIR")
     p.add_argument("--model", required=True, metavar="NAME", help="Triton model name, e.g. mobilevit_s_py_fp32")

@@ -22,6 +22,8 @@ class ServerOptions:
         models: models loaded at start under explicit model control; None loads none by name
             (poll mode loads everything it finds).
         poll_secs: repository poll interval in poll mode.
+        shm_prefix: prefix of the python backend's /dev/shm regions, so leftovers of a killed
+            server can be told apart and removed (None keeps Triton's default).
     """
 
     repository: str
@@ -34,6 +36,7 @@ class ServerOptions:
     exit_on_error: bool = True
     poll_secs: int = 2
     backend_directory: str | None = None
+    shm_prefix: str | None = None
 
 
 def tritonserver_argv(binary: str, opts: ServerOptions, plan_args: Sequence[str] = (),
@@ -60,6 +63,8 @@ def tritonserver_argv(binary: str, opts: ServerOptions, plan_args: Sequence[str]
         "--strict-readiness=true",
         "--log-verbose=0",
     ]
+    if opts.shm_prefix is not None:
+        args.append(f"--backend-config=python,shm-region-prefix-name={opts.shm_prefix}")
     if opts.model_control == "poll":
         args.append(f"--repository-poll-secs={opts.poll_secs}")
     elif opts.models is not None:
