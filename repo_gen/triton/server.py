@@ -307,6 +307,9 @@ class TritonServer:
         code = procs.stop_group(self.proc, timeout_s)
         if self._record is not None:
             leftovers.kill_proven(self._record)  # stubs that outlived the server
+        # Stubs that were killed (not shut down by the server) leave their regions: ours by the prefix.
+        for region in leftovers.shm_regions(self.shm_prefix):
+            region.unlink(missing_ok=True)
         leftovers.forget(self._record)
         self._record = None
         return code

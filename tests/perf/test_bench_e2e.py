@@ -103,5 +103,8 @@ def test_server_dying_mid_bench_is_reported_and_measurements_kept(repo_copy, per
         server.stop()
     rows = list(csv.DictReader((out / "results.csv").open()))
     assert len(rows) == 1 and float(rows[0]["throughput"]) > 0
+    from repo_gen.triton.leftovers import shm_regions
+
+    assert not shm_regions(server.shm_prefix), "the killed server's stubs left shared memory behind"
     report = (out / "report.md").read_text()
     assert "INCOMPLETE" in report and "stopped answering" in report
