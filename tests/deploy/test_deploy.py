@@ -247,3 +247,22 @@ def test_deployment_argv_starts_the_real_tritonserver(plan_repo, tmp_path):
         assert any(i["name"].endswith("_pipeline") for i in server.repository_index())
     finally:
         server.stop()
+
+
+def test_plugin_libraries_reach_the_deployment_argv(plan_repo, tmp_path):
+    """Plan models built with our plugins: the Deployment passes --backend-config=tensorrt,plugins=
+    with the libraries at their path inside the image (not the build machine's)."""
+    from repo_gen.triton.repository import locked_manifest
+
+    repo = tmp_path / "model_repository"
+    shutil.copytree(plan_repo, repo)
+    with locked_manifest(repo) as manifest:
+        for e in manifest["models"].values():
+            if e["backend"] == "tensorrt":
+                e["extra"]["plugin_libs"] = ["/home/me/plugins/build/libmobilevit_plugins.so"]
+    assert _run("deploy", "--model-repository", str(repo), "--output", str(tmp_path / "k8s")) == 0
+    argv = _load_dir(tmp_path / "k8s")["deployment.yaml"]["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert "--backend-config=tensorrt,plugins=/opt/repo-gen/plugins/libmobilevit_plugins.so" in argv
+    assert _run("deploy", "--model-repository", str(plan_repo), "--output", str(tmp_path / "k2")) == 0
+    argv = _load_dir(tmp_path / "k2")["deployment.yaml"]["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert not any(a.startswith("--backend-config=tensorrt") for a in argv)
