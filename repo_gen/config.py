@@ -124,6 +124,7 @@ class BuildConfig:
     io_dtype: str = "fp32"
     plugins: str = "off"
     pipeline: bool = True
+    pipeline_model: str | None = None  # the ensemble's classifier (`<runtime>_<precision>`); None: CLASSIFIER_PREFERENCE
     allow_inaccurate: bool = False
     calib_dir: Path | None = None
     calib_count: int = 256
@@ -167,6 +168,8 @@ class BuildConfig:
             )
         self.precisions = parse_csv(self.precisions, PRECISIONS, "--precisions")
         self.runtimes = parse_csv(self.runtimes, RUNTIMES, "--runtimes")
+        if self.pipeline_model is not None:
+            self.pipeline_model = self._pipeline_variant(self.pipeline_model)
         if self.opset < 17:
             raise UserError(f"--opset {self.opset}: must be >= 17 (LayerNormalization needs opset 17)")
         if self.version < 1:
@@ -234,6 +237,17 @@ class BuildConfig:
                             "(e.g. 0.99)")
         if not 0 < number("export_tolerance", self.export_tolerance) < 1:
             raise UserError(f"export_tolerance {self.export_tolerance}: a relative error, must be between 0 and 1")
+
+    def _pipeline_variant(self, name: str) -> str:
+        """`--pipeline-model` as `<runtime>_<precision>`; accepts the full model name too."""
+        variants = [f"{r}_{p}" for r in self.runtimes for p in self.precisions]
+        short = name.removeprefix(f"{self.model}_")
+        if not self.pipeline:
+            raise UserError(f"--pipeline-model {name}: no pipeline is written with --no-pipeline; drop one of the two")
+        if short not in variants:
+            raise UserError(f"--pipeline-model {name}: not a classifier this build writes; choose one of "
+                            f"{', '.join(variants)} (or {self.model}_<that>)")
+        return short
 
     @property
     def data(self):
