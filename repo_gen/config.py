@@ -133,6 +133,7 @@ class BuildConfig:
     eval_count: int = 64
     fp16_tolerance: float = 5e-3
     int8_tolerance: float = 0.99
+    int8_top1_tolerance: float = 0.02  # at most this fraction of eval images may change top-1 class under INT8
     trt_plugin_lib: Path | None = None
     builder_opt_level: int = 3
     version_compatible: bool = False
@@ -184,6 +185,8 @@ class BuildConfig:
             raise UserError(f"--plugins {self.plugins}: choose off, on or auto")
         if self.calib_method not in ("max", "percentile", "entropy"):
             raise UserError(f"--calib-method {self.calib_method}: choose max, percentile or entropy")
+        if not 0.0 <= self.int8_top1_tolerance <= 1.0:
+            raise UserError(f"--int8-top1-tolerance {self.int8_top1_tolerance}: a fraction from 0 to 1 (0.02 = 2% of images)")
         if self.calib_count < 1:
             raise UserError(f"--calib-count {self.calib_count}: must be >= 1")
         for flag, path in (("--calib-dir", self.calib_dir), ("--eval-dir", self.eval_dir)):

@@ -84,6 +84,9 @@ def add_parser(sub) -> None:
                    help=f"max relative L2 error of FP16 logits vs FP32 (default: {_default('fp16_tolerance')})")
     q.add_argument("--int8-tolerance", type=float,
                    help=f"min cosine similarity of INT8 logits vs FP32 (default: {_default('int8_tolerance')})")
+    q.add_argument("--int8-top1-tolerance", type=float, metavar="FRACTION",
+                   help="INT8 is also rejected when more than this fraction of evaluation images change their top-1 "
+                   f"class vs FP32 (default: {_default('int8_top1_tolerance')})")
     q.add_argument("--allow-inaccurate", action="store_true", default=None, help="serve variants that miss their tolerance")
 
     t = p.add_argument_group("TensorRT (plans are built only where TensorRT and a GPU exist)")
