@@ -17,6 +17,7 @@ from tests.conftest import TEST_MAX_BATCH, TEST_MODEL
 
 kv = pytest.importorskip("kubernetes_validate", reason="pip install kubernetes-validate (requirements.txt)")
 K8S = "1.32.0"
+RECORDED_IMAGE = "nvcr.io/nvidia/tritonserver:24.12-py3"
 
 
 @pytest.fixture(scope="session")
@@ -28,7 +29,7 @@ def plan_repo(tmp_path_factory) -> Path:
 
     out = tmp_path_factory.mktemp("deploy") / "model_repository"
     build(BuildConfig(model=TEST_MODEL, output=out, max_batch=TEST_MAX_BATCH, precisions=("fp32",),
-                      runtimes=("py", "trt"), pipeline=True))
+                      runtimes=("py", "trt"), pipeline=True, triton_image=RECORDED_IMAGE))
     return out
 
 
@@ -129,6 +130,13 @@ def test_deployment_runs_triton_as_the_repository_needs(plan_repo, tmp_path):
     assert hpa["minReplicas"] == 3 and hpa["maxReplicas"] == 12
     assert objs["pdb.yaml"]["spec"]["maxUnavailable"] == 1
     assert objs["podmonitor.yaml"]["spec"]["podMetricsEndpoints"][0]["port"] == "metrics"
+
+
+def test_image_is_the_one_the_build_recorded_unless_given(plan_repo, tmp_path):
+    assert _run("deploy", "--model-repository", str(plan_repo), "--output", str(tmp_path / "a")) == 0
+    pod = _load_dir(tmp_path / "a")["deployment.yaml"]["spec"]["template"]["spec"]
+    assert {c["image"] for c in pod["containers"] + pod["initContainers"]} == {RECORDED_IMAGE}
+    assert "(from manifest)" in (tmp_path / "a" / "README.md").read_text()
 
 
 def test_gpus_per_pod_writes_per_gpu_instance_groups_in_the_deployed_copy_only(plan_repo, tmp_path):
