@@ -152,6 +152,13 @@ def build(cfg: BuildConfig, lock_timeout_s: float = 0.0) -> BuildReport:
 
         t["total"] = round(time.perf_counter() - t_start, 3)
         report = BuildReport(cfg.model, str(cfg.output.absolute()), entries, export, variants, t, notes)
+        # Every python model of the repository after this commit, other base models' builds included.
+        python_models = sorted({n for n, e in tx.manifest.get("models", {}).items() if e.get("backend") == "python"}
+                               | {e.name for e in tx.entries.values() if e.backend == "python"})
+        if python_models:
+            from repo_gen.triton.python_env import REQUIREMENTS_NAME, requirements_text
+
+            tx.add_root_file(REQUIREMENTS_NAME, requirements_text(python_models))
         if report.fidelity_md:
             tx.add_root_file(fidelity_file(cfg.model), f"# Fidelity of {cfg.model} variants vs FP32\n\n{report.fidelity_md}\n")
         with step("commit", t):

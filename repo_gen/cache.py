@@ -150,6 +150,7 @@ def precision_stage_inputs(cfg: Any, fp32_key: str) -> dict[str, Any]:
         "eval_count": cfg.eval_count,
         "fp16_tolerance": cfg.fp16_tolerance,
         "int8_tolerance": cfg.int8_tolerance,
+        "int8_top1_tolerance": cfg.int8_top1_tolerance,
         "allow_inaccurate": cfg.allow_inaccurate,
         "seed": cfg.seed,
     }

@@ -124,6 +124,7 @@ class BuildConfig:
     io_dtype: str = "fp32"
     plugins: str = "off"
     pipeline: bool = True
+    pipeline_model: str | None = None  # the ensemble's classifier (`<runtime>_<precision>`); None: CLASSIFIER_PREFERENCE
     allow_inaccurate: bool = False
     calib_dir: Path | None = None
     calib_count: int = 256
@@ -132,6 +133,7 @@ class BuildConfig:
     eval_count: int = 64
     fp16_tolerance: float = 5e-3
     int8_tolerance: float = 0.99
+    int8_top1_tolerance: float = 0.02  # at most this fraction of eval images may change top-1 class under INT8
     trt_plugin_lib: Path | None = None
     builder_opt_level: int = 3
     version_compatible: bool = False
@@ -167,6 +169,8 @@ class BuildConfig:
             )
         self.precisions = parse_csv(self.precisions, PRECISIONS, "--precisions")
         self.runtimes = parse_csv(self.runtimes, RUNTIMES, "--runtimes")
+        if self.pipeline_model is not None:
+            self.pipeline_model = self._pipeline_variant(self.pipeline_model)
         if self.opset < 17:
             raise UserError(f"--opset {self.opset}: must be >= 17 (LayerNormalization needs opset 17)")
         if self.version < 1:
@@ -181,6 +185,8 @@ class BuildConfig:
             raise UserError(f"--plugins {self.plugins}: choose off, on or auto")
         if self.calib_method not in ("max", "percentile", "entropy"):
             raise UserError(f"--calib-method {self.calib_method}: choose max, percentile or entropy")
+        if not 0.0 <= self.int8_top1_tolerance <= 1.0:
+            raise UserError(f"--int8-top1-tolerance {self.int8_top1_tolerance}: a fraction from 0 to 1 (0.02 = 2% of images)")
         if self.calib_count < 1:
             raise UserError(f"--calib-count {self.calib_count}: must be >= 1")
         for flag, path in (("--calib-dir", self.calib_dir), ("--eval-dir", self.eval_dir)):
@@ -234,6 +240,17 @@ class BuildConfig:
                             "(e.g. 0.99)")
         if not 0 < number("export_tolerance", self.export_tolerance) < 1:
             raise UserError(f"export_tolerance {self.export_tolerance}: a relative error, must be between 0 and 1")
+
+    def _pipeline_variant(self, name: str) -> str:
+        """`--pipeline-model` as `<runtime>_<precision>`; accepts the full model name too."""
+        variants = [f"{r}_{p}" for r in self.runtimes for p in self.precisions]
+        short = name.removeprefix(f"{self.model}_")
+        if not self.pipeline:
+            raise UserError(f"--pipeline-model {name}: no pipeline is written with --no-pipeline; drop one of the two")
+        if short not in variants:
+            raise UserError(f"--pipeline-model {name}: not a classifier this build writes; choose one of "
+                            f"{', '.join(variants)} (or {self.model}_<that>)")
+        return short
 
     @property
     def data(self):

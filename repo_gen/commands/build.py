@@ -54,6 +54,9 @@ def add_parser(sub) -> None:
     o.add_argument("--precisions", metavar="LIST", help=f"comma list of {','.join(PRECISIONS)} (default: {_default('precisions')})")
     o.add_argument("--runtimes", metavar="LIST", help=f"comma list of {','.join(RUNTIMES)} (default: {_default('runtimes')})")
     o.add_argument("--no-pipeline", dest="pipeline", action="store_false", default=None, help="do not write the image-bytes -> labels ensemble")
+    o.add_argument("--pipeline-model", metavar="NAME",
+                   help="the ensemble's classifier, e.g. onnx_fp16 or <model>_onnx_fp16 (default: the first ready of "
+                   "trt_fp16, trt_int8, trt_fp32, py_fp32, ...)")
     o.add_argument("--version", dest="model_version", type=int, metavar="N",
                    help=f"Triton version directory to write (default: {_default('version')})")
     o.add_argument("--instance-count", type=int, metavar="N",
@@ -81,6 +84,9 @@ def add_parser(sub) -> None:
                    help=f"max relative L2 error of FP16 logits vs FP32 (default: {_default('fp16_tolerance')})")
     q.add_argument("--int8-tolerance", type=float,
                    help=f"min cosine similarity of INT8 logits vs FP32 (default: {_default('int8_tolerance')})")
+    q.add_argument("--int8-top1-tolerance", type=float, metavar="FRACTION",
+                   help="INT8 is also rejected when more than this fraction of evaluation images change their top-1 "
+                   f"class vs FP32 (default: {_default('int8_top1_tolerance')})")
     q.add_argument("--allow-inaccurate", action="store_true", default=None, help="serve variants that miss their tolerance")
 
     t = p.add_argument_group("TensorRT (plans are built only where TensorRT and a GPU exist)")

@@ -325,7 +325,8 @@ def notes(v: DeployValues) -> str:
     ]
     if v.python_models:
         lines += ["", f"Python-backend models ({', '.join(v.python_models)}) import onnxruntime and Pillow, which the NGC "
-                  "tritonserver image lacks: use an image derived from it with both installed (`--triton-image`)."]
+                  "tritonserver image lacks: use an image derived from it with the repository's requirements.txt installed "
+                  "(`PIP_BREAK_SYSTEM_PACKAGES=1 pip install -r requirements.txt`) and pass it as `--triton-image`."]
     if v.plugin_libs:
         lines += ["", f"Plan models load plugin libraries from {', '.join(v.plugin_libs)}: the image must carry them there."]
     if v.target == "kubernetes":

@@ -7,15 +7,15 @@ else, the way the `values.yaml` of Triton's Helm chart is the whole surface of i
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from repo_gen.errors import UserError
+from repo_gen.manifest import MANIFEST_NAME, Manifest, load_manifest
 from repo_gen.triton.argv import ServerOptions, tritonserver_argv
-from repo_gen.triton.repository import MANIFEST_NAME, read_manifest
 
 TARGETS = ("kubernetes", "kserve")
 # The image the project names everywhere else (README, build --help); --triton-image or the
@@ -114,9 +114,9 @@ def parse_repository_url(url: str | None, name: str) -> RepositorySource:
     return RepositorySource(m.group(1), url.rstrip("/"))
 
 
-def _k8s_name(manifest: dict[str, Any], name: str | None) -> str:
+def _k8s_name(manifest: Manifest, name: str | None) -> str:
     if name is None:
-        bases = sorted({str(e.get("base_model", "")) for e in manifest["models"].values()} - {""})
+        bases = sorted({e.base_model for e in manifest.models.values()} - {""})
         name = (bases[0] if len(bases) == 1 else "repo-gen") + "-triton"
         name = re.sub(r"[^a-z0-9-]+", "-", name.lower()).strip("-")[:63].strip("-")
     if not DNS_LABEL_RE.match(name):
@@ -124,34 +124,31 @@ def _k8s_name(manifest: dict[str, Any], name: str | None) -> str:
     return name
 
 
-def recorded_image(manifest: dict[str, Any]) -> str | None:
-    """The tritonserver image the build recorded (`triton_image`), wherever this schema keeps it."""
-    if isinstance(manifest.get("triton_image"), str):
-        return str(manifest["triton_image"])
-    for record in (manifest.get("builds") or {}).values():
+def recorded_image(manifest: Manifest) -> str | None:
+    """The tritonserver image the build recorded (`--triton-image`, kept in the build's options)."""
+    for record in manifest.builds.values():
         for where in (record, record.get("options") or {}, (record.get("options") or {}).get("extra") or {}):
             if isinstance(where, dict) and isinstance(where.get("triton_image"), str) and where["triton_image"]:
                 return str(where["triton_image"])
     return None
 
 
-def _select_models(repo: Path, manifest: dict[str, Any], target: str) -> tuple[list[str], list[tuple[str, str]], list[PlanModel]]:
+def _select_models(repo: Path, manifest: Manifest, target: str) -> tuple[list[str], list[tuple[str, str]], list[PlanModel]]:
     """Which models the pod loads. Plan models not built yet are built by the init step (kubernetes);
     KServe mounts storage read-only, so there they load only when their plan is already there."""
     chosen: list[str] = []
     left: list[tuple[str, str]] = []
     plans: list[PlanModel] = []
-    entries = manifest["models"]
+    entries = manifest.models
     for name in sorted(entries):
         e = entries[name]
-        status, backend = e.get("status"), e.get("backend")
-        extra = e.get("extra") or {}
+        status, backend, extra = e.status, e.backend, e.extra
         if status == "inaccurate":
-            left.append((name, f"missed its fidelity tolerance ({e.get('status_reason', '')})"))
+            left.append((name, f"missed its fidelity tolerance ({e.status_reason})"))
             continue
         if backend == "tensorrt":
             script = str(extra.get("rebuild_script") or "rebuild_engine.sh")
-            plan = str(extra.get("plan") or f"{(e.get('versions') or [1])[-1]}/model.plan")
+            plan = str(extra.get("plan") or f"{(e.versions or [1])[-1]}/model.plan")
             if target == "kubernetes" and (repo / name / script).is_file():
                 plans.append(PlanModel(name, plan, script))
             elif status != "ready" and not (repo / name / plan).is_file():
@@ -159,14 +156,14 @@ def _select_models(repo: Path, manifest: dict[str, Any], target: str) -> tuple[l
                                    "inside the serving image and upload the repository again"))
                 continue
         elif status != "ready":
-            left.append((name, f"status {status}: {e.get('status_reason', '')}"))
+            left.append((name, f"status {status}: {e.status_reason}"))
             continue
         chosen.append(name)
     served = set(chosen)
     for name in list(chosen):
-        steps = (entries[name].get("extra") or {}).get("steps") or []
+        steps = entries[name].extra.get("steps") or []
         missing = [s for s in steps if s not in served]
-        if entries[name].get("backend") == "ensemble" and missing:
+        if entries[name].backend == "ensemble" and missing:
             chosen.remove(name)
             left.append((name, f"needs {', '.join(missing)}, which is not loaded"))
     return chosen, left, plans
@@ -203,7 +200,7 @@ def _mib(n_bytes: float) -> int:
     return int(math.ceil(n_bytes / 2**20))
 
 
-def size_pod(repo: Path, manifest: dict[str, Any], models: list[str]) -> Sizing:
+def size_pod(repo: Path, manifest: Manifest, models: list[str]) -> Sizing:
     """CPU / memory requests and the startup budget from what the pod loads.
 
     Memory: 1 GiB for tritonserver, per instance 3x its weights (ORT / TensorRT workspaces and
@@ -219,14 +216,14 @@ def size_pod(repo: Path, manifest: dict[str, Any], models: list[str]) -> Sizing:
     startup = 60.0
     lines = ["memory: 1024 MiB for tritonserver"]
     for name in models:
-        e = manifest["models"][name]
+        e = manifest.models[name]
         cfg_path = repo / name / "config.pbtxt"
         cfg = parse_config(cfg_path.read_text(), str(cfg_path))
         instances = sum(g.count or 1 for g in cfg.instance_group) or 1
-        weights = sum((repo / f).stat().st_size for f in e.get("files", [])
+        weights = sum((repo / f).stat().st_size for f in e.files
                       if (repo / f).is_file() and f.endswith((".onnx", ".plan")))
         add = instances * 3 * weights / 2**20
-        if e.get("backend") == "python":
+        if e.backend == "python":
             add += 300 * instances
             cpu += instances
         mem += add
@@ -268,8 +265,8 @@ def make_values(repo: Path, *, target: str = "kubernetes", replicas: int = 1, ma
     if not (repo / MANIFEST_NAME).is_file():
         raise UserError(f"--model-repository {repo}: no {MANIFEST_NAME} manifest, so not a repository repo-gen built; "
                         f"run `repo-gen build --output {repo}`")
-    manifest = read_manifest(repo)
-    if not manifest["models"]:
+    manifest = load_manifest(repo)
+    if not manifest.models:
         raise UserError(f"--model-repository {repo}: its manifest lists no models; run `repo-gen build --output {repo}`")
     k8s_name = _k8s_name(manifest, name)
     source = parse_repository_url(repository_url, k8s_name)
@@ -283,19 +280,18 @@ def make_values(repo: Path, *, target: str = "kubernetes", replicas: int = 1, ma
         raise UserError(f"--gpus-per-pod 0: {', '.join(p.name for p in plans)} are TensorRT models and need a GPU; "
                         "pass --gpus-per-pod 1 or build with --runtimes onnx,py")
 
-    from repo_gen.manifest import Manifest, ModelEntry
     from repo_gen.trt.serve import tensorrt_server_args
 
     # Plugin libraries were recorded with build-machine paths; in the cluster they sit in the image.
-    loaded = {n: e for n, e in manifest["models"].items() if n in models}
+    loaded = {n: e for n, e in manifest.models.items() if n in models}
     plugin_libs: list[str] = []
     for e in loaded.values():
-        extra = e.get("extra") or {}
+        extra = e.extra
         libs = [f"{PLUGIN_DIR}/{Path(lib).name}" for lib in extra.get("plugin_libs", [])]
         plugin_libs += [lib for lib in libs if lib not in plugin_libs]
         if libs:
-            loaded[e["name"]] = dict(e, extra=dict(extra, plugin_libs=libs))
-    plan_args = tensorrt_server_args(Manifest({n: ModelEntry.from_dict(e) for n, e in loaded.items()}))
+            loaded[e.name] = dataclasses.replace(e, extra=dict(extra, plugin_libs=libs))
+    plan_args = tensorrt_server_args(Manifest(models=loaded))
 
     ports = dict(KSERVE_PORTS if target == "kserve" else PORTS)
     opts = ServerOptions(repository=KSERVE_MOUNT if target == "kserve" else MOUNT, host="0.0.0.0",  # noqa: S104 - a pod serves its Service
@@ -318,7 +314,7 @@ def make_values(repo: Path, *, target: str = "kubernetes", replicas: int = 1, ma
     else:
         image, image_source = DEFAULT_TRITON_IMAGE, "default"
 
-    python_models = tuple(m for m in models if manifest["models"][m].get("backend") == "python")
+    python_models = tuple(m for m in models if manifest.models[m].backend == "python")
     return DeployValues(
         name=k8s_name, target=target, image=image, image_source=image_source, replicas=replicas,
         max_replicas=max_replicas if max_replicas is not None else 4 * replicas, gpus_per_pod=gpus_per_pod,

@@ -37,7 +37,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from repo_gen.errors import BuildFailure
+from repo_gen.errors import BuildFailure, UserError
 from repo_gen.manifest import ModelEntry
 from repo_gen.tasks import LABELS_FILE
 from repo_gen.triton.config import EnsembleStep, ModelConfigSpec, TensorSpec
@@ -62,13 +62,28 @@ def ensemble_model_names(model: str) -> list[str]:
     return [f"{model}_preprocess", f"{model}_pipeline"]
 
 
-def choose_classifier(entries: dict[str, ModelEntry], model: str) -> tuple[ModelEntry | None, str]:
-    """The ensemble's classifier: the first "ready" entry of `model` in CLASSIFIER_PREFERENCE order.
+def choose_classifier(entries: dict[str, ModelEntry], model: str, requested: str | None = None,
+                      allow_inaccurate: bool = False) -> tuple[ModelEntry | None, str]:
+    """The ensemble's classifier: `requested` (`<runtime>_<precision>`, from --pipeline-model), else the
+    first "ready" entry of `model` in CLASSIFIER_PREFERENCE order.
+
+    A requested plan model that is not built yet is taken (it serves once its rebuild_engine.sh ran);
+    a requested variant that missed its tolerance only with `allow_inaccurate`.
 
     Returns:
         (entry or None, one line saying why it was chosen or why none could be).
     """
     ours = {(e.runtime, e.precision): e for e in entries.values() if e.base_model == model}
+    if requested is not None:
+        e = entries.get(f"{model}_{requested}")
+        if e is None:
+            raise UserError(f"--pipeline-model {requested}: {model}_{requested} was not built; choose one of "
+                            + ", ".join(sorted(f"{r}_{p}" for r, p in ours)))
+        if e.status == "inaccurate" and not allow_inaccurate:
+            raise UserError(f"--pipeline-model {requested}: {e.name} missed its fidelity tolerance ({e.status_reason}); "
+                            "pass --allow-inaccurate or choose another variant")
+        note = "" if e.status == "ready" else f" (status {e.status}: {e.status_reason})"
+        return e, f"chosen with --pipeline-model {requested}{note}"
     for key in CLASSIFIER_PREFERENCE:
         e = ours.get(key)
         if e is not None and e.status == "ready":
@@ -174,7 +189,7 @@ def write_pipeline(cfg: Any, tx: Any, classifiers: list[ModelEntry],
         (the entries to add, None) or, when no classifier variant is ready, ([], the reason).
     """
     pre_name, ens_name = ensemble_model_names(cfg.model)
-    target, why = choose_classifier({e.name: e for e in classifiers}, cfg.model)
+    target, why = choose_classifier({e.name: e for e in classifiers}, cfg.model, cfg.pipeline_model, cfg.allow_inaccurate)
     if target is None:
         return [], f"pipeline not written: {why}"
     pixels, logits = _io_of(target)
@@ -187,6 +202,19 @@ def write_pipeline(cfg: Any, tx: Any, classifiers: list[ModelEntry],
                                      pixels, logits, labels, max_batch)
     image = TensorSpec(IMAGE_INPUT, "TYPE_STRING", [1])
     scores = TensorSpec(logits.name, logits.data_type, logits.dims, label_filename=LABELS_FILE)
+    compatible: list[str] = []
+    incompatible: list[str] = []
+    for e in sorted(classifiers, key=lambda e: e.name):
+        if e.base_model != cfg.model or e.name == target.name or len(e.inputs) != 1:
+            continue
+        ok = e.inputs[0].data_type == pixels.data_type and (e.max_batch_size == 0 or e.max_batch_size >= max_batch)
+        (compatible if ok else incompatible).append(e.name)
+    readme = render_template(
+        "pipeline_README.md.j2", ensemble=ens_name, model=cfg.model, input=IMAGE_INPUT, output=logits.name,
+        preprocess=pre_name, classifier=target.name, why=why, pixels_name=pixels.name, pixels_dtype=pixels.data_type,
+        max_batch=max_batch, compatible=compatible, incompatible=incompatible)
+    (tx.model_dir(ens_name) / "README.md").write_text(readme)
+    ens_files.append("README.md")
     common = dict(base_model=cfg.model, max_batch_size=max_batch, data=data)
     return [
         ModelEntry(name=pre_name, runtime="py", backend="python", precision=pixels.data_type.removeprefix("TYPE_").lower(),

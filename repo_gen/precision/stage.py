@@ -10,7 +10,8 @@
 Tolerances (BuildConfig):
     fp16_tolerance: relative L2 error of the logits (||out - ref|| / ||ref|| over the whole set),
         and top-1 agreement must be 100%.
-    int8_tolerance: mean cosine similarity of the logits per image.
+    int8_tolerance: mean cosine similarity of the logits per image, and (int8_top1_tolerance) at most
+        that fraction of images may change their top-1 class (`repo_gen.precision.gate`).
 The searches run on `SEARCH_IMAGES` calibration images; the verdict ("ready" / "inaccurate") is
 taken on the evaluation set, which the searches never see.
 """
@@ -33,6 +34,7 @@ from repo_gen.errors import UserError
 from repo_gen.log import logger, step
 from repo_gen.precision import PrecisionVariant
 from repo_gen.precision.evaluate import Evaluator, OrtCpuEvaluator
+from repo_gen.precision.gate import int8_verdict
 from repo_gen.precision.report import table_rows
 from repo_gen.precision.search import SearchResult, greedy_search
 from repo_gen.results import Fidelity, Tolerance
@@ -210,8 +212,10 @@ def make_int8(ctx: PrecisionContext, timings: dict) -> PrecisionVariant:
     with step("int8 calibration", timings):
         calib = int8.calibrate(ctx.fp32_path, ctx.calib.tensors, cfg.calib_method, qwork, threads=ctx.threads)
 
+    top1_tol = cfg.int8_top1_tolerance
+
     def meets(m: dict) -> bool:
-        return m["cosine_mean"] >= tol
+        return int8_verdict(m, tol, top1_tol).ok
 
     tmp = qwork / "search.onnx"
 
@@ -233,8 +237,8 @@ def make_int8(ctx: PrecisionContext, timings: dict) -> PrecisionVariant:
         fid_cpu = ctx.judge(_ort_run(cpu_path, ctx.evalset.tensors, ctx.threads))
     n_kept = len(res.kept_nodes)
     n_quant_trt = len(int8.quantized_nodes(trt))
-    fails = [f"{name}: cosine {f['cosine_mean']:.4f} < {tol}" for name, f in
-             (("TensorRT form", fid_trt), ("CPU form", fid_cpu)) if not meets(f)]
+    verdicts = {name: int8_verdict(f, tol, top1_tol) for name, f in (("TensorRT form", fid_trt), ("CPU form", fid_cpu))}
+    fails = [f"{name}: {', '.join(v.failures())}" for name, v in verdicts.items() if not v.ok]
     if violations:
         fails.append(f"TensorRT Q/DQ rules violated ({len(violations)}): {violations[0]}")
     status = "inaccurate" if fails else "ready"
@@ -247,8 +251,10 @@ def make_int8(ctx: PrecisionContext, timings: dict) -> PrecisionVariant:
          "fidelity": fid_trt, "accuracy": fid_trt.get("accuracy"), "kept": kept_txt, "status": status},
     ]
     calib_info = {k: v for k, v in calib.items() if k != "cache"}
-    tolerance = Tolerance("mean cosine similarity >= tolerance", tol)
+    tolerance = Tolerance(f"mean cosine similarity >= tolerance and top-1 agreement >= {1 - top1_tol:g} "
+                          f"(--int8-top1-tolerance {top1_tol:g})", tol)
     report = {
+        "verdict": {name: v.to_dict() for name, v in verdicts.items()},
         "quantizer": "onnxruntime.quantization.quantize_static (QDQ), calibration cached once",
         "calibration": {**calib_info, **ctx.data_report["calibration"]},
         "search": _search_report(res, candidates),
@@ -262,8 +268,9 @@ def make_int8(ctx: PrecisionContext, timings: dict) -> PrecisionVariant:
         "rows": rows,
         "data": ctx.data_report,
     }
-    logger.info(f"int8: {status}; CPU form cosine {fid_cpu['cosine_mean']:.5f}, TensorRT form "
-                f"{fid_trt['cosine_mean']:.5f}, {n_kept} nodes kept in float")
+    decided = "; ".join(f"{name}: {v.decided_by} ({v.describe()})" for name, v in verdicts.items())
+    report["decided_by"] = decided
+    logger.info(f"int8: {status}, decided by {decided}; {n_kept} nodes kept in float")
     return PrecisionVariant("int8", cpu_path, trt_path, "fp32", Fidelity(fid_cpu, tolerance, str(rows[0]["graph"])), status,
                             reason, report, trt_fidelity=Fidelity(fid_trt, tolerance, str(rows[1]["graph"])))
 

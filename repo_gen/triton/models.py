@@ -67,10 +67,11 @@ def write_python_onnx_model(req: WriteRequest, intra_op_threads: int = 0) -> Wri
 
     Any tritonserver has the python backend, including the CPU-only one in the nvidia-pytriton
     wheel. `intra_op_threads` 0 means "the CPUs the server process may use, shared evenly among
-    the instances". Warm-up at batch 1 only: on a CPU a max-batch warm-up costs seconds of load
-    time and primes nothing extra.
+    the instances". Warm-up at batch 1 and max_batch, the sizes the dynamic batcher forms under
+    light and full load (no preferred sizes here): ORT sizes its arena and picks its kernels for
+    both before the first real request, which otherwise pays for it at full load.
     """
-    spec = _spec(req, "py", template="python", instance_kind="KIND_CPU", warmup=warmups(req.inputs[0], [1]),
+    spec = _spec(req, "py", template="python", instance_kind="KIND_CPU", warmup=warmups(req.inputs[0], [1, req.cfg.max_batch]),
                  parameters={"intra_op_threads": str(intra_op_threads)}, default_model_filename="model.onnx")
     files = _write_onnx_model_dir(req, spec)
     code = render_template("python_onnx_model.py.j2", input_name=req.inputs[0].name, output_name=req.outputs[0].name,

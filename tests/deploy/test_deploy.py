@@ -17,6 +17,7 @@ from tests.conftest import TEST_MAX_BATCH, TEST_MODEL
 
 kv = pytest.importorskip("kubernetes_validate", reason="pip install kubernetes-validate (requirements.txt)")
 K8S = "1.32.0"
+RECORDED_IMAGE = "nvcr.io/nvidia/tritonserver:24.12-py3"
 
 
 @pytest.fixture(scope="session")
@@ -28,7 +29,7 @@ def plan_repo(tmp_path_factory) -> Path:
 
     out = tmp_path_factory.mktemp("deploy") / "model_repository"
     build(BuildConfig(model=TEST_MODEL, output=out, max_batch=TEST_MAX_BATCH, precisions=("fp32",),
-                      runtimes=("py", "trt"), pipeline=True))
+                      runtimes=("py", "trt"), pipeline=True, triton_image=RECORDED_IMAGE))
     return out
 
 
@@ -129,6 +130,13 @@ def test_deployment_runs_triton_as_the_repository_needs(plan_repo, tmp_path):
     assert hpa["minReplicas"] == 3 and hpa["maxReplicas"] == 12
     assert objs["pdb.yaml"]["spec"]["maxUnavailable"] == 1
     assert objs["podmonitor.yaml"]["spec"]["podMetricsEndpoints"][0]["port"] == "metrics"
+
+
+def test_image_is_the_one_the_build_recorded_unless_given(plan_repo, tmp_path):
+    assert _run("deploy", "--model-repository", str(plan_repo), "--output", str(tmp_path / "a")) == 0
+    pod = _load_dir(tmp_path / "a")["deployment.yaml"]["spec"]["template"]["spec"]
+    assert {c["image"] for c in pod["containers"] + pod["initContainers"]} == {RECORDED_IMAGE}
+    assert "(from manifest)" in (tmp_path / "a" / "README.md").read_text()
 
 
 def test_gpus_per_pod_writes_per_gpu_instance_groups_in_the_deployed_copy_only(plan_repo, tmp_path):
@@ -247,3 +255,22 @@ def test_deployment_argv_starts_the_real_tritonserver(plan_repo, tmp_path):
         assert any(i["name"].endswith("_pipeline") for i in server.repository_index())
     finally:
         server.stop()
+
+
+def test_plugin_libraries_reach_the_deployment_argv(plan_repo, tmp_path):
+    """Plan models built with our plugins: the Deployment passes --backend-config=tensorrt,plugins=
+    with the libraries at their path inside the image (not the build machine's)."""
+    from repo_gen.triton.repository import locked_manifest
+
+    repo = tmp_path / "model_repository"
+    shutil.copytree(plan_repo, repo)
+    with locked_manifest(repo) as manifest:
+        for e in manifest["models"].values():
+            if e["backend"] == "tensorrt":
+                e["extra"]["plugin_libs"] = ["/home/me/plugins/build/libmobilevit_plugins.so"]
+    assert _run("deploy", "--model-repository", str(repo), "--output", str(tmp_path / "k8s")) == 0
+    argv = _load_dir(tmp_path / "k8s")["deployment.yaml"]["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert "--backend-config=tensorrt,plugins=/opt/repo-gen/plugins/libmobilevit_plugins.so" in argv
+    assert _run("deploy", "--model-repository", str(plan_repo), "--output", str(tmp_path / "k2")) == 0
+    argv = _load_dir(tmp_path / "k2")["deployment.yaml"]["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert not any(a.startswith("--backend-config=tensorrt") for a in argv)
