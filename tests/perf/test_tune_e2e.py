@@ -35,7 +35,11 @@ def test_tune_2x2_writes_a_config_triton_loads(repo_copy, perf_analyzer, tmp_pat
     assert tuning["changed"] and tuning["after"]["throughput"] > tuning["before"]["throughput"]
     assert f"{PY_MODEL}/config.pbtxt.orig" in record["files"]
     details = json.loads((tmp_path / "work" / "tune.json").read_text())
-    assert 3 <= len(details["trials"]) <= 5  # start + at most the 2x2 grid
+    # the start, the other instance count at the start's delay, then the 2x2 grid from the best two
+    assert 3 <= len(details["trials"]) <= 6
+    decision = details["decision"]  # the leaders were measured again and a named rule decided
+    assert decision["rule"] and decision["detail"] and all(len(ld["samples"]) >= 1 for ld in decision["leaders"])
+    assert tuning["rule"] == decision["rule"]
 
     # A fresh server loads the written file (not an override): the model is READY.
     from repo_gen.triton.server import TritonServer, free_ports
