@@ -21,9 +21,10 @@ def _blocks(text: str) -> dict[str, str]:
     blocks: dict[str, str] = {}
     current = None
     for line in text.splitlines():
-        m = re.match(r"^  (-[\w-]+(?:, --[\w-]+)?)", line)
+        m = re.match(r"^  (-[\w-]+(?: (?:\{[^}]*\}|[A-Z_.\[\]]+))?(?:, --[\w-]+(?: (?:\{[^}]*\}|[A-Z_.\[\]]+))?)*)", line)
         if m:
-            current = m.group(1).split(", ")[-1]
+            # "--output DIR, --work-dir DIR": the block is known by its last spelling
+            current = m.group(1).split(", ")[-1].split(" ")[0]
             blocks[current] = line
         elif current and line.startswith("      "):
             blocks[current] += " " + line.strip()

@@ -64,7 +64,7 @@ def add_parser(sub) -> None:
     o.add_argument("--max-queue-delay-us", type=int, metavar="US",
                    help=f"dynamic batcher max_queue_delay_microseconds (default: {_default('max_queue_delay_us')})")
     o.add_argument("--opset", type=int, help=f"ONNX opset, >= 17 (default: {_default('opset')})")
-    o.add_argument("--lock-timeout", type=float, default=0.0, metavar="S",
+    o.add_argument("--lock-timeout", type=float, default=0, metavar="S",
                    help="seconds to wait for another build on the same repository (default: 0)")
     o.add_argument("--json", action="store_true", help="print the build report as JSON on stdout")
     o.add_argument("--no-cache", dest="use_cache", action="store_false", default=None,
