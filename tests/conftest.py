@@ -32,6 +32,23 @@ def loose_perf_settings(**kw):
     return PerfSettings(**{**base, **kw})
 
 
+# Fixtures that export a real MobileViT, build a real repository or start tritonserver. A test that
+# uses one belongs to the full tier: it is marked `slow` (and `server` for a running server) here,
+# so the fast tier (`pytest -m "not slow and not server"`) never pays for them, whatever file it is in.
+SLOW_FIXTURES = frozenset({"fp32_repo", "repo_copy", "pipeline_repo", "xxs64", "xxs", "xxs_path", "xxs_plugins",
+                           "triton", "pipeline_server", "perf_analyzer", "plan_repo"})
+SERVER_FIXTURES = frozenset({"triton", "pipeline_server"})
+
+
+def pytest_collection_modifyitems(config, items):  # noqa: ARG001 - pytest hook signature
+    for item in items:
+        used = set(getattr(item, "fixturenames", ()))
+        if used & SLOW_FIXTURES:
+            item.add_marker(pytest.mark.slow)
+        if used & SERVER_FIXTURES:
+            item.add_marker(pytest.mark.server)
+
+
 def _need_tritonserver():
     from repo_gen.errors import MissingDependency
     from repo_gen.tools import find_tritonserver
