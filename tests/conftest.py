@@ -32,11 +32,12 @@ def loose_perf_settings(**kw):
     return PerfSettings(**{**base, **kw})
 
 
-# Fixtures that export a real MobileViT, build a real repository or start tritonserver. A test that
-# uses one belongs to the full tier: it is marked `slow` (and `server` for a running server) here,
-# so the fast tier (`pytest -m "not slow and not server"`) never pays for them, whatever file it is in.
+# Fixtures that export a real MobileViT, build a real repository, compile plugins/ with nvcc or start
+# tritonserver. A test that uses one belongs to the full tier: it is marked `slow` (and `server` for
+# a running server) here, so the fast tier (`pytest -m "not slow and not server"`) never pays for
+# them, whatever file the test is in.
 SLOW_FIXTURES = frozenset({"fp32_repo", "repo_copy", "pipeline_repo", "xxs64", "xxs", "xxs_path", "xxs_plugins",
-                           "triton", "pipeline_server", "perf_analyzer", "plan_repo"})
+                           "triton", "pipeline_server", "perf_analyzer", "plan_repo", "kernel_lib"})
 SERVER_FIXTURES = frozenset({"triton", "pipeline_server"})
 
 

@@ -27,6 +27,7 @@ from pathlib import Path
 from repo_gen.errors import BuildFailure, UserError
 from repo_gen.fileio import write_atomic, write_json_atomic
 from repo_gen.log import console, logger
+from repo_gen.manifest import load_manifest
 from repo_gen.perf.analyzer import (
     CSV_FIELDS,
     Analyzer,
@@ -35,7 +36,6 @@ from repo_gen.perf.analyzer import (
     ServerDied,
     UnstableMeasurement,
 )
-from repo_gen.triton.repository import read_manifest
 
 
 @dataclass
@@ -125,11 +125,11 @@ def best_point(points: list[PerfPoint], budget_ms: float | None = None) -> PerfP
 
 
 def _variants(repo: Path, models: list[str]) -> dict[str, Variant]:
-    manifest = read_manifest(repo)["models"]
+    manifest = load_manifest(repo).models
     out = {}
     for m in models:
         e = manifest.get(m)
-        out[m] = Variant(m, e["precision"], e["backend"], e["runtime"], int(e.get("max_batch_size", 0))) if e else Variant(m)
+        out[m] = Variant(m, e.precision, e.backend, e.runtime, e.max_batch_size) if e else Variant(m)
         if not e:
             from repo_gen.triton.render import parse_config
 
@@ -234,7 +234,7 @@ def run_bench(cfg: BenchConfig) -> BenchResult:
         models = select_models(cfg.repo, cfg.models, _ready_on_server(url, cfg.settings.protocol))
         alive = None
     variants = _variants(cfg.repo, models)
-    manifest = read_manifest(cfg.repo)["models"]
+    manifest = load_manifest(cfg.repo).models
     result = BenchResult(out, [], variants, out / "report.md")
     for m in models:
         classifier = pipeline_classifier(cfg.repo, m)
@@ -247,7 +247,7 @@ def run_bench(cfg: BenchConfig) -> BenchResult:
         analyzer = Analyzer(url, out / "raw", cfg.settings, server_alive=alive)
         for model in models:
             data_arg = write_input_data(out / "input_data" / f"{model}.json", cfg.repo / model,
-                                        manifest.get(model, {}).get("data"), cfg.input_data, images_dir=cfg.images_dir)
+                                        manifest[model].data if model in manifest else None, cfg.input_data, images_dir=cfg.images_dir)
             mb = variants[model].max_batch_size
             for b in cfg.batch_sizes:
                 if mb and b > mb:

@@ -6,11 +6,11 @@ step only compiles it (strongly typed). See ../shared/GUIDE.md section 2.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from repo_gen.results import Fidelity
+from repo_gen.results import Fidelity, Tolerance
 
 
 @dataclass
@@ -49,14 +49,23 @@ class PrecisionVariant:
         return self.fidelity
 
     def record(self) -> dict[str, Any]:
-        """The manifest's / stage cache's JSON form, without the file paths."""
+        """The manifest's / stage cache's JSON form, without the file paths; the tolerance both
+        graphs were judged against is recorded once, beside their metrics."""
+        tol = next((f.tolerance for f in (self.fidelity, self.trt_fidelity) if f and f.tolerance), None)
+
+        def metrics(f: Fidelity | None) -> dict[str, Any] | None:
+            return None if f is None else {"metrics": f.metrics, "graph": f.graph}
+
         return {"precision": self.precision, "status": self.status, "status_reason": self.status_reason,
-                "io_dtype": self.io_dtype,
-                "fidelity": self.fidelity.to_dict() if self.fidelity else None,
-                "trt_fidelity": self.trt_fidelity.to_dict() if self.trt_fidelity else None,
-                "report": self.report}
+                "io_dtype": self.io_dtype, "tolerance": asdict(tol) if tol else None,
+                "fidelity": metrics(self.fidelity), "trt_fidelity": metrics(self.trt_fidelity), "report": self.report}
 
     @classmethod
     def from_record(cls, d: dict[str, Any], serve_onnx: Path, trt_onnx: Path) -> PrecisionVariant:
-        return cls(d["precision"], serve_onnx, trt_onnx, d["io_dtype"], Fidelity.from_dict(d.get("fidelity")),
-                   d["status"], d["status_reason"], d.get("report") or {}, Fidelity.from_dict(d.get("trt_fidelity")))
+        tol = Tolerance(**d["tolerance"]) if d.get("tolerance") else None
+
+        def fidelity(f: dict[str, Any] | None) -> Fidelity | None:
+            return None if not f else Fidelity(dict(f["metrics"]), tol, str(f.get("graph", "")))
+
+        return cls(d["precision"], serve_onnx, trt_onnx, d["io_dtype"], fidelity(d.get("fidelity")), d["status"],
+                   d["status_reason"], d.get("report") or {}, fidelity(d.get("trt_fidelity")))

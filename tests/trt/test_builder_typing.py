@@ -35,11 +35,13 @@ def test_repairs_are_minimal():
     assert typecheck.repair_bool("bool: DataType  # value = <DataType.BOOL: 4>") == "bool: DataType  # value = <DataType.BOOL: 4>"
 
 
+@pytest.mark.slow  # mypy --strict over the TensorRT stubs
 def test_builder_passes_mypy_strict(stubs):
     res = typecheck.run_mypy(stubs, cwd=ROOT)
     assert res.returncode == 0, res.stdout + res.stderr
 
 
+@pytest.mark.slow  # mypy --strict over the TensorRT stubs
 def test_wrong_names_are_caught(stubs, tmp_path):
     bad = tmp_path / "bad_builder.py"
     bad.write_text(
