@@ -144,8 +144,10 @@ def _variants(repo: Path, models: list[str]) -> dict[str, Variant]:
 
 def manifest_steps(repo: Path, model: str) -> list[str]:
     """The models an ensemble of the manifest runs, in order; [] for other models."""
-    entry = read_manifest(repo)["models"].get(model) or {}
-    return [str(s) for s in (entry.get("extra") or {}).get("steps") or []] if entry.get("backend") == "ensemble" else []
+    entry = load_manifest(repo).models.get(model)
+    if entry is None or entry.backend != "ensemble":
+        return []
+    return [str(s) for s in entry.extra.get("steps") or []]
 
 
 def pipeline_classifier(repo: Path, model: str) -> str | None:
