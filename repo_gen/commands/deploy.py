@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import argparse  # noqa: F401 - Namespace in annotations
+import argparse
 from pathlib import Path
 
 
