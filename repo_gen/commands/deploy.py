@@ -16,24 +16,24 @@ def add_parser(sub) -> None:
         "Deployment (init step that builds each plan on the node's GPU with a plan cache, probes, GPU/CPU/memory "
         "sized from the repository), Service, HPA on Triton's queue time, PodDisruptionBudget and scrape target; "
         "for kserve an InferenceService on KServe's Triton runtime. Reads only the repository and its manifest.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--model-repository", type=Path, default=Path("model_repository"), metavar="DIR")
-    p.add_argument("--target", default="kubernetes", help=f"one of: {', '.join(TARGETS)}")
-    p.add_argument("--output", type=Path, default=Path("deploy"), metavar="DIR", help="directory for the manifests")
-    p.add_argument("--replicas", type=int, default=1, metavar="N", help="pods (the HPA's minimum)")
+    p.add_argument("--model-repository", type=Path, default=Path("model_repository"), metavar="DIR",
+                   help="repository repo-gen built (default: model_repository)")
+    p.add_argument("--target", default="kubernetes", help=f"one of: {', '.join(TARGETS)} (default: kubernetes)")
+    p.add_argument("--output", type=Path, default=Path("deploy"), metavar="DIR", help="directory for the manifests (default: deploy)")
+    p.add_argument("--replicas", type=int, default=1, metavar="N", help="pods, the HPA's minimum (default: 1)")
     p.add_argument("--max-replicas", type=int, default=None, metavar="N", help="HPA maximum (default: 4x --replicas)")
     p.add_argument("--gpus-per-pod", type=int, default=1, metavar="N",
-                   help="nvidia.com/gpu per pod; >1 writes per-GPU instance groups into the deployed configs")
+                   help="nvidia.com/gpu per pod; >1 writes per-GPU instance groups into the deployed configs (default: 1)")
     p.add_argument("--triton-image", default=None, metavar="IMAGE",
                    help=f"tritonserver image (default: the one the build recorded, else {DEFAULT_TRITON_IMAGE})")
     p.add_argument("--repository-url", default=None, metavar="URL",
                    help="s3://BUCKET/PATH, gs://BUCKET/PATH or pvc:CLAIM (default: pvc:<name>-model-repository)")
     p.add_argument("--name", default=None, help="Kubernetes object name (default: <model>-triton)")
     p.add_argument("--queue-target-us", type=int, default=10000, metavar="US",
-                   help="HPA target: average queue time per request in microseconds")
+                   help="HPA target: average queue time per request in microseconds (default: 10000)")
     p.add_argument("--plan-cache", default="pvc", choices=["pvc", "emptydir"],
-                   help="where built plans are cached: a shared ReadWriteMany claim, or per pod")
+                   help="where built plans are cached: a shared ReadWriteMany claim, or per pod (default: pvc)")
     p.set_defaults(func=run)
 
 
