@@ -6,10 +6,11 @@ import pytest
 from repo_gen.errors import BuildFailure
 from repo_gen.triton.config import ModelConfigSpec
 from repo_gen.triton.config_spec import render_model_config, spec_from_config
-from repo_gen.triton.models import classifier_io, warmups
+from repo_gen.tasks import CLASSIFICATION
+from repo_gen.triton.models import warmups
 from repo_gen.triton.render import parse_config, render_config
 
-INP, OUT = classifier_io(64, 10)
+(INP,), (OUT,) = CLASSIFICATION.io(64, 10, "fp32")
 
 
 def _specs():
