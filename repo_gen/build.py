@@ -61,7 +61,8 @@ class BuildReport:
 
 def planned_models(cfg: BuildConfig) -> list[str]:
     """Names of every Triton model this build writes (known before any work starts)."""
-    names = [triton_model_name(cfg.model, r, p) for p in cfg.precisions for r in cfg.runtimes]
+    names = [triton_model_name(cfg.model, r, p) for p in cfg.precisions for r in cfg.runtimes
+             if not (r == "torch" and p == "int8")]  # the torch runtime has no INT8 path
     if cfg.pipeline:
         from repo_gen.pipeline import ensemble_model_names
 
@@ -254,6 +255,7 @@ def write_variants(
 
     assert cfg.image_size is not None
     data = cfg.data.to_dict()
+    torch_module: list[Any] = []  # loaded once, only when a torch-runtime model is written
     for v in variants:
         if v.report.get("table_md") and not report.fidelity_md:
             report.fidelity_md = v.report["table_md"]
@@ -268,6 +270,12 @@ def write_variants(
         if status == "inaccurate" and cfg.allow_inaccurate:
             reason += " (served anyway: --allow-inaccurate)"
         for runtime in cfg.runtimes:
+            if runtime == "torch":
+                if v.precision == "int8":
+                    report.notes.append("--runtimes torch: no INT8 torch model (the torch runtime has no INT8 path)")
+                else:
+                    tx.add(write_torch_variant(cfg, tx, v, labels, num_classes, data, torch_module, report))
+                continue
             name = triton_model_name(cfg.model, runtime, v.precision)
             d = tx.model_dir(name)
             backend = {"onnx": "onnxruntime", "py": "python", "trt": "tensorrt"}[runtime]
@@ -313,6 +321,32 @@ def write_variants(
                     extra=extra,
                 )
             )
+
+
+def write_torch_variant(cfg: BuildConfig, tx: RepositoryTransaction, v: PrecisionVariant, labels: list[str],
+                        num_classes: int, data: dict, module_cache: list[Any], report: BuildReport) -> ModelEntry:
+    """The torch runtime's model for variant `v` (repo_gen.torch.runtime); loads the PyTorch model once."""
+    from repo_gen.torch.loader import load_model
+    from repo_gen.torch.runtime import resolve_gpus, write_torch_model
+
+    if not module_cache:
+        module_cache.append(load_model(cfg.spec, cfg.weights, cfg.pretrained, cfg.seed).module)
+    name = triton_model_name(cfg.model, "torch", v.precision)
+    gpus = resolve_gpus(cfg.gpus)
+    with step(f"torch model {name}", report.timings_s):
+        result = write_torch_model(tx.model_dir(name), name, cfg, module_cache[0], v.precision, labels, num_classes,
+                                   v.io_dtype, cfg.instance_count or DEFAULT_INSTANCES["torch"], gpus, cfg.torch_dtype)
+    status, reason = result.status, result.reason
+    if reason:
+        report.notes.append(reason)
+    fid = result.extra.get("torch", {}).get("fidelity_vs_fp32_torch")
+    if fid and v.precision != "fp32" and fid["rel_l2"] > cfg.fp16_tolerance:
+        status, reason = "inaccurate", (f"compiled {v.precision} torch model: relative L2 {fid['rel_l2']:.2e} vs FP32 "
+                                        f"PyTorch > --fp16-tolerance {cfg.fp16_tolerance:g}")
+    return ModelEntry(name=name, base_model=cfg.model, runtime="torch", backend="python", precision=v.precision,
+                      versions=tx.staged_versions(name, cfg.version), files=[f"{name}/{f}" for f in result.files],
+                      status=status, status_reason=reason, max_batch_size=cfg.max_batch, data=data,
+                      extra={"fidelity": v.fidelity, **result.extra})
 
 
 def uses_plugins(cfg: BuildConfig) -> bool:

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from repo_gen.config import PRECISIONS, RUNTIMES
+from repo_gen.config import ALL_RUNTIMES, PRECISIONS, RUNTIMES
 
 
 def add_parser(sub) -> None:
@@ -34,7 +34,12 @@ def add_parser(sub) -> None:
     o.add_argument("--output", type=Path, default=Path("model_repository"), metavar="DIR", help="model repository directory")
     o.add_argument("--max-batch", type=int, default=64, metavar="N", help="max_batch_size of every config and max of every TensorRT profile")
     o.add_argument("--precisions", default="fp32,fp16,int8", metavar="LIST", help=f"comma list of {','.join(PRECISIONS)}")
-    o.add_argument("--runtimes", default=",".join(RUNTIMES), metavar="LIST", help=f"comma list of {','.join(RUNTIMES)}")
+    o.add_argument("--runtimes", default=",".join(RUNTIMES), metavar="LIST",
+                   help=f"comma list of {','.join(ALL_RUNTIMES)} (torch: PyTorch in the python backend, compiled on the GPU)")
+    o.add_argument("--gpus", default=None, metavar="LIST",
+                   help="GPU indices for GPU runtimes' instance groups, e.g. 0,1 (default: every visible GPU)")
+    o.add_argument("--torch-dtype", default=None, choices=["fp32", "fp16", "bf16"],
+                   help="compute dtype of the torch runtime (default: the variant's precision)")
     o.add_argument("--no-pipeline", dest="pipeline", action="store_false", help="do not write the image-bytes -> labels ensemble")
     o.add_argument("--version", dest="model_version", type=int, default=1, metavar="N", help="Triton version directory to write")
     o.add_argument("--instance-count", type=int, default=None, metavar="N",
@@ -72,6 +77,7 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     from repo_gen.build import build, print_summary
     from repo_gen.config import BuildConfig
+    from repo_gen.torch.runtime import parse_gpus
 
     cfg = BuildConfig(
         model=args.model,
@@ -104,6 +110,8 @@ def run(args: argparse.Namespace) -> int:
         version_compatible=args.version_compatible,
         timing_cache=args.timing_cache,
         use_cache=args.use_cache,
+        gpus=parse_gpus(args.gpus),
+        torch_dtype=args.torch_dtype,
     )
     report = build(cfg, lock_timeout_s=args.lock_timeout)
     if args.json:
