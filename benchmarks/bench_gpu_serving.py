@@ -113,6 +113,20 @@ def serve_once(res: Results, repo: Path, key: str, model: str, work: Path, plan)
         os.environ.pop("TORCHINDUCTOR_CACHE_DIR", None)
 
 
+def phase_serve_outputs(res: Results, repo: Path, work: Path) -> None:
+    """Outputs handed back as CUDA tensors (DLPack) vs one host copy per batch (the default)."""
+    model = f"{MODEL}_torch_fp16"
+    cfg = repo / model / "config.pbtxt"
+    text = cfg.read_text()
+    plan = [("cuda", 64, 2), ("cuda", 1, 128)]
+    try:
+        for memory in ("host", "device"):
+            cfg.write_text(text.replace('string_value: "host"', f'string_value: "{memory}"'))
+            serve_once(res, repo, f"served_out_{memory}", model, work, plan)
+    finally:
+        cfg.write_text(text)
+
+
 def phase_serve(res: Results, repo: Path, work: Path, quick: bool) -> None:
     model = f"{MODEL}_torch_fp16"
     b1 = [1, 8, 32, 64, 128] if not quick else [1, 64]
@@ -221,7 +235,7 @@ def table(data: dict) -> str:
         b = data["build"]
         lines.append(f"build: {b['status']} {b.get('reason', '')} compile {b.get('torch', {}).get('compile_s')} s "
                      f"per bucket {b.get('torch', {}).get('compile_s_per_bucket')}, total {b['wall_s']} s")
-    for key in ("served", "served_2inst"):
+    for key in ("served", "served_2inst", "served_out_host", "served_out_device"):
         if f"{key}_start_to_ready_s" in data:
             lines.append(f"{key}: start to READY {data[f'{key}_start_to_ready_s']} s")
         for r in data.get(key, []):
@@ -267,6 +281,8 @@ def main() -> int:
                 phase_build(res, repo, a.max_batch)
             elif phase == "serve":
                 phase_serve(res, repo, work, a.quick)
+            elif phase == "serve_outputs":
+                phase_serve_outputs(res, repo, work)
             elif phase == "inprocess":
                 phase_inprocess(res, [int(b) for b in a.batches.split(",")])
             elif phase == "plugins":

@@ -144,7 +144,7 @@ def write_torch_model(model_dir: Path, name: str, cfg: Any, module: Any, precisi
         instance_count=instance_count, instance_kind="KIND_GPU" if on_gpu else "KIND_CPU", gpus=list(gpus),
         warmup=warmups(inp, [1]),
         # GPU inputs stay on the GPU (DLPack) when the client sends them in CUDA shared memory.
-        parameters={"FORCE_CPU_ONLY_INPUT_TENSORS": "no"} if on_gpu else {},
+        parameters={"FORCE_CPU_ONLY_INPUT_TENSORS": "no", "output_memory": "host"} if on_gpu else {},
     )
     files = write_config_and_labels(model_dir, spec, labels)
     what = (f"{compute} on the GPU, torch.compile reduce-overhead, buckets {buckets}" if on_gpu
