@@ -221,6 +221,8 @@ def phase_plugins(res: Results, lib: str, batch: int) -> None:
         print(f"{label} compiled+graphs b{batch}: {ms:.3f} ms {out[label]['img_s']} img/s", flush=True)
     ref, got = out["native"]["compiled_logits"], out["plugins"]["compiled_logits"]
     summary = {k: {"ms": v["ms"], "img_s": v["img_s"]} for k, v in out.items()}
+    e_ref, e_got = out["native"]["eager_logits"], out["plugins"]["eager_logits"]
+    summary["eager_rel_l2_plugins_vs_native"] = float((e_got - e_ref).norm() / e_ref.norm())
     summary["speedup_plugins_vs_native"] = round(out["native"]["ms"] / out["plugins"]["ms"], 3)
     summary["rel_l2_plugins_vs_native"] = float((got - ref).norm() / ref.norm())
     summary["top1_agreement"] = float((got.argmax(1) == ref.argmax(1)).float().mean())

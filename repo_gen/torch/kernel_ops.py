@@ -46,7 +46,9 @@ def layer_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: f
 
 @layer_norm.register_fake
 def _(x, weight, bias, eps):
-    return torch.empty_like(x)
+    # Contiguous, like the real output: empty_like would copy a non-contiguous input's strides, and
+    # inductor would then read the kernel's contiguous output with the wrong strides.
+    return x.new_empty(x.shape)
 
 
 @torch.library.custom_op("repo_gen::attention_packed", mutates_args=())
