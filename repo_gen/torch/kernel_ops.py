@@ -37,7 +37,10 @@ def layer_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: f
     x = x.contiguous()
     y = torch.empty_like(x)
     d = x.shape[-1]
-    status = _lib().layernorm(x.data_ptr(), weight.float().contiguous().data_ptr(), bias.float().contiguous().data_ptr(),
+    # Named, so the FP32 copies live until the launch: a temporary freed after `.data_ptr()` hands its
+    # block to the next allocation (gamma and beta then shared one buffer; seen on the H200).
+    gamma, beta = weight.float().contiguous(), bias.float().contiguous()
+    status = _lib().layernorm(x.data_ptr(), gamma.data_ptr(), beta.data_ptr(),
                               y.data_ptr(), x.numel() // d, d, eps, half=x.dtype == torch.float16,
                               stream=torch.cuda.current_stream(x.device).cuda_stream)
     _check(status, f"layer_norm {list(x.shape)}")
