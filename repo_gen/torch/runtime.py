@@ -194,3 +194,23 @@ def compile_here(meta: dict[str, Any], version_dir: Path, gpu: int, module: Any)
     top1 = float((got.argmax(1) == ref.argmax(1)).float().mean())
     return {"compile_s_per_bucket": compile_s, "compile_s": total_s, "cache_bytes": len(saved[0]),
             "fidelity_vs_fp32_torch": {"rel_l2": rel_l2, "top1_agreement": top1, "inputs": "16 random [0,1)"}}
+
+
+def gpu_config_override(config_text: str, gpus: tuple[int, ...]) -> str | None:
+    """The JSON config that Triton's load API takes, with every KIND_GPU instance group moved to `gpus`.
+
+    None when the config has no KIND_GPU group (nothing to place). `repo-gen serve --gpus` loads the GPU
+    models with it, so the repository on disk is never rewritten.
+    """
+    from google.protobuf import json_format
+
+    from repo_gen.triton.render import parse_config
+
+    cfg = parse_config(config_text)
+    groups = [g for g in cfg.instance_group if g.kind == g.KIND_GPU]
+    if not groups:
+        return None
+    for g in groups:
+        del g.gpus[:]
+        g.gpus.extend(gpus)
+    return json_format.MessageToJson(cfg, preserving_proto_field_name=True)

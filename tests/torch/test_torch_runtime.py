@@ -134,3 +134,31 @@ def test_gpu_only_paths_skip_here():
     if not torch.cuda.is_available():
         pytest.skip("no CUDA GPU: the compiled GPU model is built and served by benchmarks/bench_gpu_serving.py "
                     "on the GPU machine (RESULTS.md, 'Served on a GPU')")
+
+
+def test_serve_gpu_override_moves_only_gpu_groups():
+    from repo_gen.torch.runtime import gpu_config_override
+    from repo_gen.triton.config import ModelConfigSpec, TensorSpec
+    from repo_gen.triton.render import render_config
+
+    def spec(kind, gpus):
+        return ModelConfigSpec(name="m", template="python", max_batch_size=8,
+                               inputs=[TensorSpec("input", "TYPE_FP32", [3, 64, 64])],
+                               outputs=[TensorSpec("logits", "TYPE_FP32", [10])], instance_count=2,
+                               instance_kind=kind, gpus=gpus)
+
+    moved = json.loads(gpu_config_override(render_config(spec("KIND_GPU", [0])), (1, 2)))
+    assert moved["instance_group"] == [{"count": 2, "kind": "KIND_GPU", "gpus": [1, 2]}]
+    assert gpu_config_override(render_config(spec("KIND_CPU", [])), (0,)) is None
+
+
+def test_build_with_bad_gpus_leaves_no_repository(tmp_path):
+    from repo_gen.config import BuildConfig
+    from repo_gen.torch.runtime import visible_gpus
+
+    if visible_gpus():
+        pytest.skip("checks a machine without GPUs")
+    out = tmp_path / "model_repository"
+    with pytest.raises(UserError, match="--gpus"):
+        BuildConfig(model=TEST_MODEL, output=out, runtimes=("torch",), gpus=(0,))
+    assert not out.exists()
