@@ -23,12 +23,10 @@ Usage (see `repo_gen.build`):
 
     cache = StageCache.for_config(cfg)            # disabled by BuildConfig.use_cache=False / --no-cache
     key = cache.key("fp32", fp32_stage_inputs(cfg))
-    hit = cache.get(key)
-    if hit is not None:
-        hit.restore("fp32.onnx", work / "fp32.onnx")
-    else:
-        ... run the stage ...
-        cache.put(key, {"fp32.onnx": path}, meta={...}, seconds=...)
+    export = restore_fp32(cache, key, work / "fp32.onnx", cfg)    # an ExportResult, or None
+    if export is None:
+        export = ... run the stage ...
+        store_fp32(cache, key, export, seconds)
 """
 
 from __future__ import annotations
@@ -43,13 +41,17 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from repo_gen import __version__
 from repo_gen.fileio import file_sha256
 from repo_gen.log import logger, warn_once
 
-CACHE_SCHEMA = 1
+if TYPE_CHECKING:
+    from repo_gen.precision import PrecisionVariant
+    from repo_gen.results import ExportResult
+
+CACHE_SCHEMA = 2  # 2: entries hold the typed stage results (ExportResult, PrecisionVariant.record())
 MAX_ENTRIES = 48  # least recently used entries beyond this are removed (a mobilevit_s entry is ~22 MB)
 META = "meta.json"
 _TOOLS = ("torch", "timm", "onnx", "onnxruntime", "onnx-graphsurgeon", "numpy", "onnxconverter-common", "pillow",
@@ -57,7 +59,7 @@ _TOOLS = ("torch", "timm", "onnx", "onnxruntime", "onnx-graphsurgeon", "numpy", 
 _PKG_ROOT = Path(__file__).resolve().parent
 # repo-gen sources whose code decides each stage's artifacts (relative to the package).
 _FP32_SOURCES = ("torch", "onnx/export.py", "onnx/passes.py", "onnx/runner.py", "models", "build.py", "compare.py",
-                 "cache.py")
+                 "cache.py", "results.py", "tasks.py")
 STAGE_SOURCES = {
     "fp32": _FP32_SOURCES,
     "precision": (*_FP32_SOURCES, "onnx", "precision", "data"),
@@ -148,6 +150,7 @@ def precision_stage_inputs(cfg: Any, fp32_key: str) -> dict[str, Any]:
         "eval_count": cfg.eval_count,
         "fp16_tolerance": cfg.fp16_tolerance,
         "int8_tolerance": cfg.int8_tolerance,
+        "int8_top1_tolerance": cfg.int8_top1_tolerance,
         "allow_inaccurate": cfg.allow_inaccurate,
         "seed": cfg.seed,
     }
@@ -205,6 +208,8 @@ class StageCache:
     root: Path | None = None
     enabled: bool = True
     hits: list[dict[str, Any]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # one line per reuse, for the build report
+    restore_timings: dict[str, float] = field(default_factory=dict)  # "reuse <stage> (stage cache)" -> s
 
     @classmethod
     def for_config(cls, cfg: Any) -> StageCache:
@@ -317,11 +322,15 @@ class StageCache:
         for p in sorted(entries, key=last_used)[: len(entries) - max_entries]:
             shutil.rmtree(p, ignore_errors=True)
 
-    def note_hit(self, stage: str, entry: CacheEntry, restore_s: float) -> str:
+    def note_hit(self, stage: str, timing: str, entry: CacheEntry, restore_s: float) -> None:
+        """Record a reuse: in `hits` (the manifest), `notes` (the report) and `restore_timings[timing]`."""
         saved = max(0.0, entry.seconds - restore_s)
         self.hits.append({"stage": stage, "key": entry.key, "saved_s": round(saved, 3),
                           "restore_s": round(restore_s, 3)})
-        return f"reused {stage} from the stage cache (entry {entry.key[:12]}): saved about {saved:.1f} s"
+        note = f"reused {stage} from the stage cache (entry {entry.key[:12]}): saved about {saved:.1f} s"
+        self.notes.append(note)
+        self.restore_timings[timing] = round(restore_s, 3)
+        logger.info(note)
 
     def summary(self) -> dict[str, Any]:
         """Manifest record: which stages were reused and the seconds saved (0 entries when disabled or all new)."""
@@ -329,40 +338,36 @@ class StageCache:
                 "saved_s": round(sum(h["saved_s"] for h in self.hits), 3)}
 
 
-# -- the build's use of the cache (kept here so repo_gen.build only calls four functions) --------------
+# -- the build's use of the cache: the stages' own result types go in and come out ----------------
 
 
-def restore_fp32(cache: StageCache, key: str | None, fp32_path: Path, cfg: Any, report: Any) -> int | None:
-    """On a hit: write the cached FP32 ONNX to `fp32_path`, fill the report as the stage would, return
-    the number of classes. None on a miss (the caller runs the stage)."""
+def restore_fp32(cache: StageCache, key: str | None, fp32_path: Path, cfg: Any) -> ExportResult | None:
+    """On a hit: write the cached FP32 ONNX to `fp32_path` and return the stage's result as it was
+    made (with this build's weights path and export tolerance). None on a miss (the caller runs the stage)."""
+    from repo_gen.results import ExportResult
+
     entry = cache.get(key)
     if entry is None:
         return None
     t0 = time.perf_counter()
-    saved = entry.meta.get("report")
-    if not isinstance(saved, dict) or not {"weights", "export_check"} <= set(saved):
+    try:
+        result = ExportResult.from_dict(fp32_path, entry.meta["result"])
+    except (KeyError, TypeError, ValueError):
         cache.discard(entry.key)
         return None
     if not cache.restore(entry, {"fp32.onnx": fp32_path}):
         return None
-    report.weights = dict(saved["weights"], path=str(cfg.weights) if cfg.weights is not None else None)
-    report.export_check = dict(saved["export_check"], tolerance=cfg.export_tolerance)
-    report.notes.extend(saved.get("notes", []))
-    if not report.weights.get("trained", True):
+    result.weights.path = str(cfg.weights) if cfg.weights is not None else None
+    result.check.tolerance = cfg.export_tolerance
+    if not result.weights.trained:
         logger.warning(f"{cfg.model}: no --weights and no --pretrained: using RANDOM weights (seed {cfg.seed}); "
                        "the model is UNTRAINED and its predictions are meaningless")
-    dt = time.perf_counter() - t0
-    report.timings_s["reuse fp32 (stage cache)"] = round(dt, 3)
-    note = cache.note_hit("load + export + checks (fp32)", entry, dt)
-    report.notes.append(note)
-    logger.info(note)
-    return int(report.weights["num_classes"])
+    cache.note_hit("load + export + checks (fp32)", "reuse fp32 (stage cache)", entry, time.perf_counter() - t0)
+    return result
 
 
-def store_fp32(cache: StageCache, key: str | None, fp32_path: Path, report: Any, seconds: float) -> None:
-    meta = {"stage": "fp32", "report": {"weights": report.weights, "export_check": report.export_check,
-                                        "notes": list(report.notes)}}
-    cache.put(key, {"fp32.onnx": fp32_path}, meta, seconds)
+def store_fp32(cache: StageCache, key: str | None, result: ExportResult, seconds: float) -> None:
+    cache.put(key, {"fp32.onnx": result.onnx}, {"stage": "fp32", "result": result.to_dict()}, seconds)
 
 
 def variant_keys(cache: StageCache, fp32_key: str | None, cfg: Any, precisions: list[str]) -> dict[str, str | None]:
@@ -374,44 +379,38 @@ def variant_keys(cache: StageCache, fp32_key: str | None, cfg: Any, precisions: 
     return {p: cache.key("precision", {**shared, "precision": p}) for p in precisions}
 
 
-def restore_variants(cache: StageCache, keys: dict[str, str | None], work: Path, report: Any) -> dict[str, Any]:
+def restore_variants(cache: StageCache, keys: dict[str, str | None], work: Path) -> dict[str, PrecisionVariant]:
     """Precision variants found in the cache under `keys` (precision -> key, from `variant_keys`),
     by precision; their ONNX files are restored into `work`.
 
-    A variant's artifacts are its serve and TensorRT ONNX graphs; everything else it carries
-    (fidelity, status, report) is data kept in the entry's metadata.
+    A variant's artifacts are its serve and TensorRT ONNX graphs; the rest of it (fidelity,
+    status, report: `PrecisionVariant.record()`) is kept in the entry's metadata.
     """
     from repo_gen.precision import PrecisionVariant
 
-    out: dict[str, Any] = {}
+    out: dict[str, PrecisionVariant] = {}
     for p, key in keys.items():
         entry = cache.get(key)
         if entry is None:
             continue
         t0 = time.perf_counter()
-        v = entry.meta["variant"]
+        same = bool(entry.meta["same_file"])
         serve = work / f"cached_{p}_serve.onnx"
-        trt = serve if v["same_file"] else work / f"cached_{p}_trt.onnx"
-        files = {"serve.onnx": serve} if v["same_file"] else {"serve.onnx": serve, "trt.onnx": trt}
+        trt = serve if same else work / f"cached_{p}_trt.onnx"
+        files = {"serve.onnx": serve} if same else {"serve.onnx": serve, "trt.onnx": trt}
         if not cache.restore(entry, files):
             continue
-        out[p] = PrecisionVariant(p, serve, trt, v["io_dtype"], v["fidelity"], v["status"], v["status_reason"], v["report"])
-        dt = time.perf_counter() - t0
-        if report is not None:
-            report.timings_s[f"reuse {p} (stage cache)"] = round(dt, 3)
-            note = cache.note_hit(f"{p} variant", entry, dt)
-            report.notes.append(note)
-            logger.info(note)
+        out[p] = PrecisionVariant.from_record(entry.meta["variant"], serve, trt)
+        cache.note_hit(f"{p} variant", f"reuse {p} (stage cache)", entry, time.perf_counter() - t0)
     return out
 
 
-def store_variants(cache: StageCache, keys: dict[str, str | None], variants: list[Any], seconds: float) -> None:
+def store_variants(cache: StageCache, keys: dict[str, str | None], variants: list[PrecisionVariant],
+                   seconds: float) -> None:
     """Store freshly made variants under `keys` (from `variant_keys`); `seconds` (the precision
     stage's wall time) is split evenly among them."""
     for v in variants:
         same = Path(v.serve_onnx) == Path(v.trt_onnx)
         files = {"serve.onnx": Path(v.serve_onnx)} if same else {"serve.onnx": Path(v.serve_onnx), "trt.onnx": Path(v.trt_onnx)}
-        meta = {"stage": f"precision:{v.precision}",
-                "variant": {"same_file": same, "io_dtype": v.io_dtype, "fidelity": v.fidelity, "status": v.status,
-                            "status_reason": v.status_reason, "report": v.report}}
+        meta = {"stage": f"precision:{v.precision}", "same_file": same, "variant": v.record()}
         cache.put(keys[v.precision], files, meta, seconds / max(1, len(variants)))

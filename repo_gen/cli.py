@@ -11,7 +11,7 @@ import sys
 
 from repo_gen import __version__
 
-COMMANDS = ("build", "serve", "doctor", "bench", "tune", "classify")
+COMMANDS = ("build", "serve", "doctor", "bench", "tune", "classify", "deploy")
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -31,6 +31,9 @@ def make_parser() -> argparse.ArgumentParser:
         except ImportError:  # a command whose module is not part of this build
             continue
         module.add_parser(sub)
+    from repo_gen.commands.helpformat import use_everywhere
+
+    use_everywhere(parser)  # every option states its real default once
     return parser
 
 
@@ -41,8 +44,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = make_parser()
     args = parser.parse_args(argv)
     log.setup(verbose=args.verbose, quiet=args.quiet)
+    from repo_gen.triton.repository import signals_as_exceptions
+
     try:
-        return int(args.func(args) or 0)
+        # SIGTERM (docker stop, systemd, a test harness) and SIGHUP are handled like Ctrl-C, so every
+        # command stops what it started (tritonserver, perf_analyzer) before it exits.
+        with signals_as_exceptions():
+            return int(args.func(args) or 0)
     except RepoGenError as e:
         log.console.print(f"[bold red]error:[/] {e}", soft_wrap=True)
         return e.exit_code

@@ -28,6 +28,8 @@ ALL_RUNTIMES = (*RUNTIMES, "torch")
 # mobilevit_xxs at concurrency 8 on 2 cores: 119 vs 97 infer/s (benchmarks/RESULTS.md, Foundation).
 DEFAULT_INSTANCES = {"onnx": 1, "py": 2, "trt": 1, "torch": 1}
 TRITON_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+# A container image reference: [registry[:port]/]path[:tag][@digest], no spaces or shell characters.
+IMAGE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:@+-]{0,254}$")
 
 
 def triton_model_name(model: str, runtime: str, precision: str) -> str:
@@ -104,6 +106,9 @@ class BuildConfig:
         torch_dtype: compute dtype of the torch runtime (fp32/fp16/bf16); None: the variant's precision.
         use_cache: reuse stage artifacts from the content-hash stage cache (`repo_gen.cache`);
             False (`--no-cache`) runs every stage and stores nothing.
+        triton_image: the tritonserver image that serves the repository (named in each plan's
+            rebuild command and recorded in the manifest's options); None: not named.
+        task: registered task (`repo_gen.tasks`) that owns the output contract and fidelity metric.
     """
 
     model: str = "mobilevit_s"
@@ -113,7 +118,7 @@ class BuildConfig:
     max_batch: int = 64
     opt_batch: int | None = None
     image_size: int | None = None
-    precisions: tuple[str, ...] = ("fp32",)
+    precisions: tuple[str, ...] = PRECISIONS
     runtimes: tuple[str, ...] = RUNTIMES
     opset: int = 17
     version: int = 1
@@ -124,6 +129,7 @@ class BuildConfig:
     io_dtype: str = "fp32"
     plugins: str = "off"
     pipeline: bool = True
+    pipeline_model: str | None = None  # the ensemble's classifier (`<runtime>_<precision>`); None: CLASSIFIER_PREFERENCE
     allow_inaccurate: bool = False
     calib_dir: Path | None = None
     calib_count: int = 256
@@ -132,14 +138,16 @@ class BuildConfig:
     eval_count: int = 64
     fp16_tolerance: float = 5e-3
     int8_tolerance: float = 0.99
+    int8_top1_tolerance: float = 0.02  # at most this fraction of eval images may change top-1 class under INT8
     trt_plugin_lib: Path | None = None
     builder_opt_level: int = 3
     version_compatible: bool = False
     timing_cache: Path | None = None
     use_cache: bool = True
-    gpus: tuple[int, ...] | None = None
+    triton_image: str | None = None
+    task: str = "classification"
+    gpus: tuple[int, ...] | str | None = None
     torch_dtype: str | None = None
-    extra: dict = field(default_factory=dict)
 
     spec: ModelSpec = field(init=False, repr=False)
 
@@ -168,12 +176,15 @@ class BuildConfig:
             )
         self.precisions = parse_csv(self.precisions, PRECISIONS, "--precisions")
         self.runtimes = parse_csv(RUNTIMES if self.runtimes is None else self.runtimes, ALL_RUNTIMES, "--runtimes")
+        if self.pipeline_model is not None:
+            self.pipeline_model = self._pipeline_variant(self.pipeline_model)
         if self.torch_dtype not in (None, "fp32", "fp16", "bf16"):
             raise UserError(f"--torch-dtype {self.torch_dtype}: choose fp32, fp16 or bf16")
         if self.gpus is not None:
-            from repo_gen.torch.runtime import resolve_gpus
+            from repo_gen.torch.runtime import parse_gpus, resolve_gpus
 
-            self.gpus = resolve_gpus(tuple(self.gpus))
+            gpus = parse_gpus(self.gpus) if isinstance(self.gpus, str) else tuple(self.gpus)
+            self.gpus = resolve_gpus(gpus)
         if self.opset < 17:
             raise UserError(f"--opset {self.opset}: must be >= 17 (LayerNormalization needs opset 17)")
         if self.version < 1:
@@ -188,6 +199,8 @@ class BuildConfig:
             raise UserError(f"--plugins {self.plugins}: choose off, on or auto")
         if self.calib_method not in ("max", "percentile", "entropy"):
             raise UserError(f"--calib-method {self.calib_method}: choose max, percentile or entropy")
+        if not 0.0 <= self.int8_top1_tolerance <= 1.0:
+            raise UserError(f"--int8-top1-tolerance {self.int8_top1_tolerance}: a fraction from 0 to 1 (0.02 = 2% of images)")
         if self.calib_count < 1:
             raise UserError(f"--calib-count {self.calib_count}: must be >= 1")
         for flag, path in (("--calib-dir", self.calib_dir), ("--eval-dir", self.eval_dir)):
@@ -203,6 +216,55 @@ class BuildConfig:
             raise UserError(f"--builder-opt-level {self.builder_opt_level}: must be from 0 to 5")
         if self.output.exists() and not self.output.is_dir():
             raise UserError(f"--output {self.output}: is a file, not a directory; pass a directory path")
+        self._check_tolerances()
+        if self.eval_count < 1:
+            raise UserError(f"--eval-count {self.eval_count}: must be >= 1")
+        if not isinstance(self.seed, int) or self.seed < 0:
+            raise UserError(f"--seed {self.seed}: must be an integer >= 0")
+        for name in ("pretrained", "pipeline", "allow_inaccurate", "version_compatible", "use_cache"):
+            if not isinstance(getattr(self, name), bool):
+                raise UserError(f"{name} {getattr(self, name)!r}: must be True or False")
+        if self.timing_cache is not None:
+            self.timing_cache = Path(self.timing_cache)
+            if self.timing_cache.is_dir():
+                raise UserError(f"--timing-cache {self.timing_cache}: is a directory; pass a file path")
+        if self.trt_plugin_lib is not None:
+            self.trt_plugin_lib = Path(self.trt_plugin_lib)
+        if self.triton_image is not None and not IMAGE_RE.match(self.triton_image):
+            raise UserError(f"--triton-image {self.triton_image!r}: not an image reference; pass e.g. "
+                            "nvcr.io/nvidia/tritonserver:25.10-py3")
+        from repo_gen.tasks import available_tasks
+
+        if self.task not in available_tasks():
+            raise UserError(f"task {self.task!r}: unknown; choose from {', '.join(available_tasks())}")
+
+    def _check_tolerances(self) -> None:
+        import math
+
+        def number(flag: str, v: object) -> float:
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise UserError(f"{flag} {v!r}: must be a finite number")
+            return float(v)
+
+        if not 0 < number("--fp16-tolerance", self.fp16_tolerance) < 1:
+            raise UserError(f"--fp16-tolerance {self.fp16_tolerance}: a relative L2 error, must be between 0 and 1 "
+                            "(e.g. 5e-3)")
+        if not 0 < number("--int8-tolerance", self.int8_tolerance) <= 1:
+            raise UserError(f"--int8-tolerance {self.int8_tolerance}: a cosine similarity, must be in (0, 1] "
+                            "(e.g. 0.99)")
+        if not 0 < number("export_tolerance", self.export_tolerance) < 1:
+            raise UserError(f"export_tolerance {self.export_tolerance}: a relative error, must be between 0 and 1")
+
+    def _pipeline_variant(self, name: str) -> str:
+        """`--pipeline-model` as `<runtime>_<precision>`; accepts the full model name too."""
+        variants = [f"{r}_{p}" for r in self.runtimes for p in self.precisions]
+        short = name.removeprefix(f"{self.model}_")
+        if not self.pipeline:
+            raise UserError(f"--pipeline-model {name}: no pipeline is written with --no-pipeline; drop one of the two")
+        if short not in variants:
+            raise UserError(f"--pipeline-model {name}: not a classifier this build writes; choose one of "
+                            f"{', '.join(variants)} (or {self.model}_<that>)")
+        return short
 
     @property
     def data(self):

@@ -1,5 +1,16 @@
 """`repo-gen doctor`: what this machine can build and serve, each with a version or the reason
-it is missing and how to get it."""
+it is missing and how to get it; with a repository, whether its TensorRT plans load here.
+
+Each row is a `Check` (name, ok, detail, fix, required): `detail` is a version or the reason
+something is missing, `fix` says what to do ("" when ok). Nothing here imports TensorRT except
+through `repo_gen.trt.builder`.
+
+A plan's TensorRT version comes from the manifest (recorded when repo-gen built it) and, for
+plans built elsewhere (rebuild_engine.sh), from the plan file's header: bytes 24-26 hold major,
+minor and patch after the "ftrt" magic. That layout is not a documented API (it was given by
+NVIDIA in NVIDIA/TensorRT#3073 and is used by Autoware), so it is read only when sane and
+labelled as coming from the header.
+"""
 
 from __future__ import annotations
 
@@ -7,33 +18,31 @@ import importlib
 import importlib.metadata
 import subprocess
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any
+
+from repo_gen.checks import Check
+from repo_gen.manifest import ModelEntry
+from repo_gen.trt.trtexec import PLAN_NAME, SCRIPT_NAME
+
+PLAN_MAGIC = b"ftrt"
+_HEADER_VERSION_AT = 24
 
 
-class Check(NamedTuple):
-    """One doctor row (also the rows of `repo_gen.trt.doctor`)."""
-
-    name: str
-    ok: bool
-    detail: str  # version when ok, reason when not
-    fix: str = ""  # what to do, "" when ok
-
-
-def _pkg(module: str, dist: str, fix: str, what: str | None = None) -> Check:
+def _pkg(module: str, dist: str, fix: str, required: bool = False) -> Check:
     try:
         importlib.import_module(module)
-        return Check(what or dist, True, importlib.metadata.version(dist))
+        return Check(dist, True, importlib.metadata.version(dist), required=required)
     except Exception as e:  # ImportError, or a broken install raising something else
-        return Check(what or dist, False, f"not importable ({type(e).__name__}: {str(e)[:80]})", fix)
+        return Check(dist, False, f"not importable ({type(e).__name__}: {str(e)[:80]})", fix, required)
 
 
 def run_checks(repo: Path | None = None) -> list[Check]:
     checks = [
-        _pkg("torch", "torch", "pip install torch (scripts/setup.sh installs 2.14.1)"),
-        _pkg("timm", "timm", "pip install timm"),
-        _pkg("onnx", "onnx", "pip install onnx"),
-        _pkg("onnxruntime", "onnxruntime", "pip install onnxruntime"),
-        _pkg("onnx_graphsurgeon", "onnx_graphsurgeon", "pip install onnx-graphsurgeon"),
+        _pkg("torch", "torch", "pip install torch (scripts/setup.sh installs 2.14.1)", required=True),
+        _pkg("timm", "timm", "pip install timm", required=True),
+        _pkg("onnx", "onnx", "pip install onnx", required=True),
+        _pkg("onnxruntime", "onnxruntime", "pip install onnxruntime", required=True),
+        _pkg("onnx_graphsurgeon", "onnx_graphsurgeon", "pip install onnx-graphsurgeon", required=True),
         _pkg("tritonclient.grpc", "tritonclient", "pip install 'tritonclient[all]'"),
     ]
     checks += _trt_checks(repo)
@@ -43,11 +52,9 @@ def run_checks(repo: Path | None = None) -> list[Check]:
 
 
 def _trt_checks(repo: Path | None) -> list[Check]:
-    import repo_gen.trt.doctor as trt_doctor
-
-    rows = trt_doctor.checks()
+    rows = [tensorrt_row(), *gpu_rows()]
     if repo is not None:
-        rows += trt_doctor.check_plans(repo)
+        rows += check_plans(repo)
     return rows
 
 
@@ -92,3 +99,125 @@ def _triton_version(binary: Path) -> str:
     if "pytriton" in str(binary):
         return "2.51 (nvidia-pytriton " + importlib.metadata.version("nvidia-pytriton") + ")"
     return "unknown version"
+
+
+# -- TensorRT: the installed version, the GPUs, the plans of a repository ------------------------------
+
+
+def tensorrt_row() -> Check:
+    from repo_gen.trt.builder import tensorrt_version
+
+    version = tensorrt_version()
+    if version is None:
+        return Check("TensorRT", False, "not installed (plans can only be written as rebuild scripts here)",
+                         "pip install tensorrt (needs internet), or run inside an NGC tensorrt/tritonserver image")
+    return Check("TensorRT", True, version)
+
+
+def gpu_rows() -> list[Check]:
+    from repo_gen.trt.cuda import list_gpus
+
+    gpus, reason = list_gpus()
+    if not gpus:
+        return [Check("GPU", False, reason or "none found",
+                          "TensorRT needs an NVIDIA GPU: install the driver, or start the container with --gpus all")]
+    return [
+        Check(f"GPU {g.index}", True,
+                  f"{g.name}, compute capability {g.compute_capability}"
+                  + (f", {g.memory_mib} MiB" if g.memory_mib else "") + (f", driver {g.driver}" if g.driver else ""))
+        for g in gpus
+    ]
+
+
+def plan_header_version(plan: Path) -> str | None:
+    """"major.minor.patch" from a plan file's header, or None when the header does not look like one."""
+    try:
+        with open(plan, "rb") as f:
+            head = f.read(32)
+    except OSError:
+        return None
+    if len(head) < _HEADER_VERSION_AT + 3 or head[:4] != PLAN_MAGIC:
+        return None
+    major, minor, patch = head[_HEADER_VERSION_AT:_HEADER_VERSION_AT + 3]
+    if not 7 <= major <= 99 or minor > 99 or patch > 99:
+        return None
+    return f"{major}.{minor}.{patch}"
+
+
+def _triple(version: str) -> tuple[int, ...]:
+    parts = []
+    for p in version.split(".")[:3]:
+        digits = "".join(ch for ch in p if ch.isdigit())
+        parts.append(int(digits) if digits else 0)
+    return tuple(parts)
+
+
+def versions_compatible(built: str, installed: str, version_compatible: bool) -> bool:
+    """Same major.minor.patch; a version-compatible plan also loads on a later TensorRT of the same major."""
+    b, i = _triple(built), _triple(installed)
+    if b == i:
+        return True
+    return version_compatible and b[0] == i[0] and b <= i
+
+
+def _plan_row(repo: Path, name: str, entry: ModelEntry, installed: str | None) -> list[Check]:
+    extra = entry.extra
+    rows = []
+    script = repo / name / SCRIPT_NAME
+    fix_build = f"run {script} inside the tritonserver image that serves {repo} (see {repo / name / 'README.md'})"
+    for v in entry.versions or [1]:
+        plan = repo / name / str(v) / PLAN_NAME
+        label = f"plan {name}/{v}"
+        if not plan.is_file():
+            reason = str(entry.status_reason or "no model.plan").split(";")[0]
+            rows.append(Check(label, False, reason if reason.startswith("plan not built") else
+                                  f"plan not built ({reason})", fix_build))
+            continue
+        from_header = plan_header_version(plan)
+        recorded = extra.get("tensorrt_version") if v == max(entry.versions or [v]) else None
+        built = recorded or from_header
+        source = "manifest" if recorded else "plan header"
+        vc = bool(extra.get("version_compatible"))
+        if built is None:
+            rows.append(Check(label, False, "TensorRT version unknown (no manifest record, unreadable header)",
+                                  f"rebuild it: {fix_build}"))
+        elif installed is None:
+            rows.append(Check(label, True, f"built with TensorRT {built} ({source}); no TensorRT here to compare"))
+        elif not versions_compatible(built, installed, vc):
+            rows.append(Check(label, False, f"built with TensorRT {built} ({source}), installed {installed}: "
+                                  "it will not load", f"rebuild it with the serving TensorRT: {fix_build}"))
+        else:
+            rows.append(Check(label, True, f"built with TensorRT {built} ({source}), matches {installed}"
+                                  + (" (version-compatible)" if vc else "")))
+            rows.extend(_profile_row(label, plan, entry, extra))
+    return rows
+
+
+def _profile_row(label: str, plan: Path, entry: ModelEntry, extra: dict[str, Any]) -> list[Check]:
+    """With TensorRT present: the plan's profile max batch must equal the config's max_batch_size."""
+    from repo_gen.errors import RepoGenError
+    from repo_gen.trt.builder import plan_max_batch
+
+    want = int(entry.max_batch_size)
+    input_name = (extra.get("profile") or {}).get("input", "input")
+    try:
+        got = plan_max_batch(plan, input_name, tuple(Path(p) for p in extra.get("plugin_libs", [])))
+    except (RepoGenError, OSError, RuntimeError) as e:
+        return [Check(f"{label} profile", False, f"could not read the plan's profile: {e}", "")]
+    if got != want:
+        return [Check(f"{label} profile", False, f"profile max batch {got} != max_batch_size {want}",
+                          f"rebuild with --max-batch {want} (rebuild_engine.sh)")]
+    return [Check(f"{label} profile", True, f"max batch {got} = max_batch_size")]
+
+
+def check_plans(repo: Path) -> list[Check]:
+    """One row per plan of every tensorrt model in the repository's manifest."""
+    from repo_gen.manifest import load_manifest
+    from repo_gen.trt.builder import tensorrt_version
+
+    manifest = load_manifest(Path(repo))
+    installed = tensorrt_version()
+    rows: list[Check] = []
+    for name, entry in sorted(manifest.of_backend("tensorrt").items()):
+        rows.extend(_plan_row(Path(repo), name, entry, installed))
+    return rows

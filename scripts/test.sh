@@ -8,11 +8,11 @@ bash scripts/setup.sh
 # shellcheck disable=SC1091
 source .venv/bin/activate
 echo "== ruff"
-ruff check repo_gen tests benchmarks scripts
+ruff check repo_gen tests benchmarks scripts tools
 echo "== mypy"
 mypy repo_gen
 # The TensorRT builder, strict, against (repaired) tensorrt-stubs: catches wrong API names.
-python -m repo_gen.trt.typecheck
+python -m tools.trt_typecheck
 echo "== pytest"
 # Tests that need a GPU or TensorRT live in tests/gpu and skip themselves with the reason.
 python -m pytest -q -p no:cacheprovider --timeout=900 "$@"

@@ -16,6 +16,39 @@ import pytest
 TEST_MODEL = os.environ.get("REPO_GEN_TEST_MODEL", "mobilevit_xxs")
 TEST_MAX_BATCH = 8
 
+# How tests run perf_analyzer: windows of a fixed number of requests (a busy machine makes them
+# longer, never empty) and a stability bound no busy machine misses. Tests check that it ran and
+# returned sane figures (requests served, p99 >= p50 > 0), never that the machine was quiet.
+LOOSE_PERF_ARGS = ["--measurement-mode", "count_windows", "--measurement-request-count", "8",
+                   "--stability-percentage", "1000", "--max-trials", "4"]
+
+
+def loose_perf_settings(**kw):
+    """`PerfSettings` equivalent of LOOSE_PERF_ARGS (retries at 10x and 100x the bound)."""
+    from repo_gen.perf.analyzer import PerfSettings
+
+    base = dict(measurement_mode="count_windows", request_count=8, stability_percentage=1000, max_trials=4,
+                relax=(10000, 100000))
+    return PerfSettings(**{**base, **kw})
+
+
+# Fixtures that export a real MobileViT, build a real repository, compile plugins/ with nvcc or start
+# tritonserver. A test that uses one belongs to the full tier: it is marked `slow` (and `server` for
+# a running server) here, so the fast tier (`pytest -m "not slow and not server"`) never pays for
+# them, whatever file the test is in.
+SLOW_FIXTURES = frozenset({"fp32_repo", "repo_copy", "pipeline_repo", "xxs64", "xxs", "xxs_path", "xxs_plugins",
+                           "triton", "pipeline_server", "perf_analyzer", "plan_repo", "kernel_lib"})
+SERVER_FIXTURES = frozenset({"triton", "pipeline_server"})
+
+
+def pytest_collection_modifyitems(config, items):  # noqa: ARG001 - pytest hook signature
+    for item in items:
+        used = set(getattr(item, "fixturenames", ()))
+        if used & SLOW_FIXTURES:
+            item.add_marker(pytest.mark.slow)
+        if used & SERVER_FIXTURES:
+            item.add_marker(pytest.mark.server)
+
 
 def _need_tritonserver():
     from repo_gen.errors import MissingDependency

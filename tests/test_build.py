@@ -110,6 +110,7 @@ def test_mismatched_weights_named(tmp_path):
     assert not (tmp_path / "r").exists()
 
 
+@pytest.mark.slow  # loads a real MobileViT
 def test_checkpoint_under_ema_key_loads(tmp_path):
     import timm
     import torch

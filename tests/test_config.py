@@ -20,6 +20,22 @@ from repo_gen.errors import UserError
         ({"opset": 13}, "--opset"),
         ({"version": 0}, "--version"),
         ({"calib_method": "mse"}, "--calib-method"),
+        ({"fp16_tolerance": 0}, "--fp16-tolerance"),
+        ({"fp16_tolerance": float("nan")}, "--fp16-tolerance"),
+        ({"fp16_tolerance": 2.0}, "--fp16-tolerance"),
+        ({"int8_tolerance": 1.5}, "--int8-tolerance"),
+        ({"int8_tolerance": -0.1}, "--int8-tolerance"),
+        ({"export_tolerance": 0.0}, "export_tolerance"),
+        ({"eval_count": 0}, "--eval-count"),
+        ({"calib_count": 0}, "--calib-count"),
+        ({"seed": -1}, "--seed"),
+        ({"instance_count": 0}, "--instance-count"),
+        ({"max_queue_delay_us": -1}, "--max-queue-delay-us"),
+        ({"io_dtype": "bf16"}, "--io-dtype"),
+        ({"plugins": "maybe"}, "--plugins"),
+        ({"builder_opt_level": 6}, "--builder-opt-level"),
+        ({"triton_image": "img; rm -rf /"}, "--triton-image"),
+        ({"task": "segmentation"}, "task"),
     ],
 )
 def test_bad_values_name_the_flag(kwargs, flag, tmp_path):
@@ -51,3 +67,29 @@ def test_defaults_resolve_once(tmp_path):
 def test_model_names_cannot_escape(name):
     with pytest.raises(UserError):
         validate_model_name(name)
+
+
+def test_cli_defaults_are_the_configs(tmp_path):
+    """Options left out on the command line take BuildConfig's defaults (None means "default")."""
+    from repo_gen.cli import make_parser
+
+    args = make_parser().parse_args(["build", "--output", str(tmp_path / "r")])
+    assert all(v is None for k, v in vars(args).items()
+               if k not in ("output", "command", "func", "verbose", "quiet", "json", "lock_timeout"))
+    from repo_gen.commands.build import config_from_args
+
+    cfg = config_from_args(args)
+    assert cfg == BuildConfig(output=tmp_path / "r")
+    assert cfg.precisions == ("fp32", "fp16", "int8") and cfg.max_batch == 64
+
+
+def test_cli_options_reach_the_config(tmp_path):
+    from repo_gen.cli import make_parser
+    from repo_gen.commands.build import config_from_args
+
+    args = make_parser().parse_args(["build", "--output", str(tmp_path / "r"), "--triton-image",
+                                     "nvcr.io/nvidia/tritonserver:25.10-py3", "--fp16-tolerance", "1e-2",
+                                     "--version", "3", "--no-pipeline", "--no-cache", "--max-batch", "8"])
+    cfg = config_from_args(args)
+    assert cfg.triton_image == "nvcr.io/nvidia/tritonserver:25.10-py3" and cfg.to_dict()["triton_image"]
+    assert (cfg.fp16_tolerance, cfg.version, cfg.pipeline, cfg.use_cache, cfg.max_batch) == (1e-2, 3, False, False, 8)

@@ -43,7 +43,6 @@ def add_parser(sub) -> None:
         "stable measurement windows; write report.md (comparison of all variants), PNG plots (throughput vs p99 "
         "latency, throughput vs concurrency), the raw CSVs and every command line. Starts tritonserver on free "
         "loopback ports when no --url is given, and stops it afterwards.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--model-repository", type=Path, default=Path("model_repository"), metavar="DIR")
     p.add_argument("--models", default=None, metavar="A,B",

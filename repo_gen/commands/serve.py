@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import replace
 from pathlib import Path
 
 
@@ -14,7 +15,6 @@ def add_parser(sub) -> None:
         description="Start tritonserver (from PATH or the nvidia-pytriton wheel) on a repository, loading every "
         "model this server can serve (by repo-gen's manifest and the backends found; explicit model control), "
         "say which are left out and why, wait until ready and print the URLs. Ctrl-C stops the server.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--model-repository", type=Path, default=Path("model_repository"), metavar="DIR")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0 exposes the server to the network)")
@@ -48,9 +48,6 @@ def run(args: argparse.Namespace) -> int:
     inst = find_tritonserver()
     choices = choose_models(repo, inst.backends, args.allow_inaccurate)
     serve = [c.name for c in choices if c.serve]
-    for c in choices:
-        if not c.serve:
-            logger.warning(f"not serving {c.name}: {c.reason}")
     if not serve:
         raise UserError(f"--model-repository {repo}: this tritonserver can serve none of its models (backends here: {', '.join(inst.backends)})")
     left_out = [c for c in choices if not c.serve]
@@ -61,10 +58,14 @@ def run(args: argparse.Namespace) -> int:
             + "; ".join(f"{c.name} ({c.reason})" for c in left_out)
             + "; use --model-control explicit, or build only servable runtimes (e.g. --runtimes py) into their own --output"
         )
-    from repo_gen.triton.repository import read_manifest
+    from repo_gen.manifest import load_manifest
     from repo_gen.trt.serve import serve_problems
 
-    for problem in serve_problems(repo, read_manifest(repo), inst.backend_dir):
+    # Problems of models that are served are real (a plan whose plugin library is missing); those of
+    # models left out anyway repeat why they are left out, which the summary below already says.
+    manifest = load_manifest(repo)
+    served_manifest = replace(manifest, models={k: v for k, v in manifest.models.items() if k in serve})
+    for problem in serve_problems(repo, served_manifest, inst.backend_dir):
         logger.warning(problem)
     server = TritonServer(
         repo,
@@ -86,10 +87,7 @@ def run(args: argparse.Namespace) -> int:
             raise
         if gpus:
             load_on_gpus(server, repo, serve, gpus)
-        console.print(f"serving {len(serve)} model(s): {', '.join(serve)}")
-        console.print(f"HTTP    http://{args.host}:{args.http_port}/v2/health/ready\n"
-                      f"gRPC    {args.host}:{args.grpc_port}\nmetrics http://{args.host}:{args.metrics_port}/metrics")
-        console.print(f"server log: {server.log_path}; Ctrl-C to stop")
+        print_started(server, args.host, serve, left_out)
         try:
             while server.proc is not None and server.proc.poll() is None:
                 time.sleep(0.5)
@@ -98,6 +96,7 @@ def run(args: argparse.Namespace) -> int:
             server.stop()
             return 0
         code = server.proc.returncode if server.proc else 1
+        server.stop()  # a crashed server's python-backend stubs live on; they are stopped here
         console.print(f"[bold red]tritonserver exited with code {code}[/]: {server.log_tail(3)}")
         return 1
 
@@ -113,3 +112,26 @@ def load_on_gpus(server, repo: Path, models: list[str], gpus: tuple[int, ...]) -
         if status != 200:
             server.stop()
             raise BuildFailure(f"loading {name} on GPUs {','.join(map(str, gpus))} failed: {text[:300]}")
+
+
+def print_started(server, host: str, serve: list[str], left_out: list) -> None:
+    """What a user needs after a healthy start: where to send requests, which models are ready, what
+    was left out and why (one line per reason), where the server's own log is. A model that Triton
+    did not make READY is a real error and says so."""
+    from repo_gen.log import console, logger
+
+    states = {m["name"]: m for m in server.repository_index()}
+    ready = [m for m in serve if states.get(m, {}).get("state") == "READY"]
+    for m in serve:
+        if m not in ready:
+            logger.error(f"{m} is not ready: {states.get(m, {}).get('state', 'unknown')} "
+                         f"{states.get(m, {}).get('reason', '')} (server log: {server.log_path})")
+    console.print(f"ready: {len(ready)} model(s): {', '.join(ready)}")
+    reasons: dict[str, list[str]] = {}
+    for c in left_out:
+        reasons.setdefault(c.reason, []).append(c.name)
+    for reason, names in reasons.items():
+        console.print(f"not served here: {', '.join(names)} ({reason})", soft_wrap=True)
+    console.print(f"HTTP    http://{host}:{server.ports.http}/v2/health/ready\n"
+                  f"gRPC    {host}:{server.ports.grpc}\nmetrics http://{host}:{server.ports.metrics}/metrics")
+    console.print(f"server log: {server.log_path}\nCtrl-C to stop")

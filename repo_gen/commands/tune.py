@@ -11,19 +11,28 @@ def add_parser(sub) -> None:
 
     p = sub.add_parser(
         "tune",
-        help="tune a model's config by measurement (throughput under a p99 budget)",
+        help="tune a model's config by measurement (throughput, latency or both, under a p99 budget)",
         description="Start tritonserver on the repository, load candidate configs of one model through Triton's "
         "repository API (config override, nothing on disk changes while searching), measure each with "
-        "perf_analyzer, and keep the highest throughput whose p99 is within --latency-budget-ms. Dimensions are "
-        "searched one at a time with Model Analyzer's rule (stop growing when the gain is < 5%%). The winner is "
-        "written to config.pbtxt atomically (previous file kept as config.pbtxt.orig), loaded from the file to "
-        "prove Triton accepts it, and recorded in the manifest.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        "perf_analyzer, and keep the best under --objective whose p99 is within --latency-budget-ms. Dimensions are "
+        "searched one at a time with Model Analyzer's rule (stop growing when the gain is < 5%%); then the leaders "
+        "and the current config are measured again in alternating rounds, and a lead within the measured run-to-run "
+        "spread counts as a tie, settled by p99 (latency objective: by throughput); the report names the rule that "
+        "decided. The winner is rendered by the build's templates, written to config.pbtxt atomically (previous file "
+        "kept as config.pbtxt.orig), loaded from the file to prove Triton accepts it, and recorded in the manifest. "
+        "Measurements go to --output (default: $XDG_CACHE_HOME/repo-gen/tune/<model>-<time>, i.e. ~/.cache/...).",
     )
     p.add_argument("--model-repository", type=Path, default=Path("model_repository"), metavar="DIR")
     p.add_argument("--model", required=True, metavar="NAME", help="Triton model name, e.g. mobilevit_s_py_fp32")
+    p.add_argument("--objective", default="throughput", choices=["throughput", "latency", "balanced"],
+                   help="throughput: most infer/s; latency: lowest p99; balanced: most infer/s per ms of p99 "
+                   "(as Model Analyzer's perf_throughput / perf_latency_p99 / equal weights)")
     p.add_argument("--latency-budget-ms", type=float, default=None, metavar="MS",
-                   help="p99 budget (default: none, i.e. highest throughput)")
+                   help="p99 constraint for every objective (default: none)")
+    p.add_argument("--leaders", type=int, default=2, metavar="N",
+                   help="best candidates re-measured beside the current config")
+    p.add_argument("--rounds", type=int, default=3, metavar="N",
+                   help="alternating re-measurement rounds of the leaders (0: decide on the search's single windows)")
     g = p.add_argument_group("search grid")
     g.add_argument("--instance-counts", default="1,2,3,4", metavar="LIST")
     g.add_argument("--threads", default=None, metavar="LIST",
@@ -31,14 +40,18 @@ def add_parser(sub) -> None:
                    "instance count as cores // instances")
     g.add_argument("--queue-delays-us", default="0,100,500,2000", metavar="LIST", help="max_queue_delay_microseconds values")
     g.add_argument("--max-batch-sizes", default=None, metavar="LIST",
-                   help="default: the model's max and half of it (never above the manifest's max_batch_size)")
+                   help="default: 1 (batching off), half the model's max and its max (never above the manifest's "
+                   "max_batch_size)")
     g.add_argument("--preferred-batch-sizes", default=None, metavar="SETS",
                    help="';'-separated sets, 'none' for no preference, e.g. 'none;8;4,8' (default: none;<max>)")
     g.add_argument("--concurrency", default="1,2,4,8,16", metavar="SPEC", help="client concurrency of each candidate's sweep")
+    g.add_argument("--beam", type=int, default=2, metavar="N",
+                   help="search each dimension from the N best configs so far (1: plain coordinate search)")
     g.add_argument("--cores", type=int, default=None, help="CPU cores for instances x threads (default: this machine's)")
     p.add_argument("--input-data", default="real", choices=["real", "random"])
-    p.add_argument("--work-dir", type=Path, default=None, metavar="DIR",
-                   help="raw measurements and tune.json (default: tune-<model>-<time> next to the repository)")
+    p.add_argument("--output", "--work-dir", dest="output", type=Path, default=None, metavar="DIR",
+                   help="raw measurements, server log and tune.json (default: $XDG_CACHE_HOME/repo-gen/tune/<model>-<time>, "
+                   "~/.cache/repo-gen/... without XDG_CACHE_HOME)")
     p.add_argument("--dry-run", action="store_true", help="measure and report, change nothing")
     add_measurement_args(p, interval_ms=1500)
     p.set_defaults(func=run)
@@ -82,9 +95,11 @@ def run(args: argparse.Namespace) -> int:
         max_batch_sizes=parse_int_list(args.max_batch_sizes, "--max-batch-sizes") if args.max_batch_sizes else None,
         preferred_batch_sizes=_preferred(args.preferred_batch_sizes),
         concurrency=parse_concurrency(args.concurrency),
+        beam=args.beam,
     )
-    cfg = TuneConfig(repo=args.model_repository, model=args.model, latency_budget_ms=args.latency_budget_ms, grid=grid,
-                     settings=settings_from_args(args), work_dir=args.work_dir, input_data=args.input_data,
+    cfg = TuneConfig(repo=args.model_repository, model=args.model, latency_budget_ms=args.latency_budget_ms,
+                     objective=args.objective, leaders=args.leaders, rounds=args.rounds, grid=grid,
+                     settings=settings_from_args(args), work_dir=args.output, input_data=args.input_data,
                      cores=args.cores, dry_run=args.dry_run)
     result = run_tune(cfg)
     table = Table(title=f"{result.model}: before / after ({len(result.trials)} configs measured, {result.wall_s:.0f} s)")
@@ -94,10 +109,12 @@ def run(args: argparse.Namespace) -> int:
     for row in before_after_rows(result):
         table.add_row(*row)
     console.print(table)
+    d = result.decision
+    console.print(f"objective {result.objective}; decided by {d.rule}: {d.detail}" if d else
+                  f"objective {result.objective}; decided on single measurements (--rounds 0)")
     if result.changed:
-        console.print(f"gain {result.gain * 100:+.1f}%; wrote {result.config_path} (previous: config.pbtxt.orig); "
-                      f"details: {result.work_dir / 'tune.json'}")
+        console.print(f"wrote {result.config_path} (previous: config.pbtxt.orig); details: {result.work_dir / 'tune.json'}")
     else:
-        why = "--dry-run" if args.dry_run else "the current config scored best"
+        why = "--dry-run" if args.dry_run else "the current config was not beaten measurably"
         console.print(f"config unchanged ({why}); details: {result.work_dir / 'tune.json'}")
     return 0

@@ -22,12 +22,12 @@ from __future__ import annotations
 import csv
 import io
 import shlex
-import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+from repo_gen import procs
 from repo_gen.errors import BuildFailure, UserError
 from repo_gen.log import logger
 from repo_gen.tools import PerfAnalyzer, find_perf_analyzer
@@ -287,14 +287,10 @@ class Analyzer:
             command = format_command(argv, self.perf.env)
             logger.debug("running: " + command)
             t0 = time.perf_counter()
-            try:
-                proc = subprocess.run(argv, capture_output=True, text=True, env=self.perf.env,  # noqa: S603 - argv list we built
-                                      timeout=self.settings.timeout_s)
-                out = proc.stdout + proc.stderr
-                rc = proc.returncode
-            except subprocess.TimeoutExpired as e:
-                out = _text(e.stdout) + _text(e.stderr) + f"\n(killed after {self.settings.timeout_s:.0f} s)"
-                rc = -1
+            # Own process group, killed on Ctrl-C / SIGTERM / any exception, and on Linux with us.
+            rc, out, timed_out = procs.run(argv, self.settings.timeout_s, env=self.perf.env)
+            if timed_out:
+                out += f"\n(killed after {self.settings.timeout_s:.0f} s)"
             wall = time.perf_counter() - t0
             (self.work_dir / f"{stem}.log").write_text(f"$ {command}\n(exit {rc}, {wall:.1f} s)\n{out}")
             rows = parse_perf_csv(csv_path.read_text(), model, batch_size) if csv_path.is_file() else []
@@ -338,12 +334,6 @@ class Analyzer:
         if self.server_alive is not None:
             return not self.server_alive()
         return any(m.lower() in output.lower() for m in CONNECTION_MARKS)
-
-
-def _text(b: bytes | str | None) -> str:
-    if b is None:
-        return ""
-    return b.decode(errors="replace") if isinstance(b, bytes) else b
 
 
 def _last_line(out: str) -> str:

@@ -27,6 +27,7 @@ from pathlib import Path
 from repo_gen.errors import BuildFailure, UserError
 from repo_gen.fileio import write_atomic, write_json_atomic
 from repo_gen.log import console, logger
+from repo_gen.manifest import load_manifest
 from repo_gen.perf.analyzer import (
     CSV_FIELDS,
     Analyzer,
@@ -35,7 +36,6 @@ from repo_gen.perf.analyzer import (
     ServerDied,
     UnstableMeasurement,
 )
-from repo_gen.triton.repository import read_manifest
 
 
 @dataclass
@@ -43,8 +43,8 @@ class BenchConfig:
     """Everything `repo-gen bench` needs.
 
     Attributes:
-        models: Triton model names; None means every model of the manifest that the server can
-            serve, except those with non-numeric inputs (the image-bytes pipeline).
+        models: Triton model names (a pipeline brings its classifier along); None means every model
+            of the manifest that the server can serve and that takes a tensor, plus the pipelines.
         url: host:port of a running server (its gRPC or HTTP port, per `settings.protocol`); None
             starts tritonserver on free loopback ports and stops it afterwards.
         output: directory for every output; None resolves to `<repo's parent>/bench-<time>`.
@@ -108,6 +108,7 @@ class BenchResult:
     variants: dict[str, Variant]
     report: Path
     plots: dict[str, dict[str, list[list[float]]]] = field(default_factory=dict)
+    pipelines: dict[str, str] = field(default_factory=dict)  # measured pipeline -> its classifier
     wall_s: float = 0.0
     complete: bool = True
     problems: list[str] = field(default_factory=list)
@@ -124,11 +125,11 @@ def best_point(points: list[PerfPoint], budget_ms: float | None = None) -> PerfP
 
 
 def _variants(repo: Path, models: list[str]) -> dict[str, Variant]:
-    manifest = read_manifest(repo)["models"]
+    manifest = load_manifest(repo).models
     out = {}
     for m in models:
         e = manifest.get(m)
-        out[m] = Variant(m, e["precision"], e["backend"], e["runtime"], int(e.get("max_batch_size", 0))) if e else Variant(m)
+        out[m] = Variant(m, e.precision, e.backend, e.runtime, e.max_batch_size) if e else Variant(m)
         if not e:
             from repo_gen.triton.render import parse_config
 
@@ -141,17 +142,29 @@ def _variants(repo: Path, models: list[str]) -> dict[str, Variant]:
     return out
 
 
-def _numeric_input(model_dir: Path) -> bool:
-    from repo_gen.perf.input_data import _NUMPY_OF, model_input
+def manifest_steps(repo: Path, model: str) -> list[str]:
+    """The models an ensemble of the manifest runs, in order; [] for other models."""
+    entry = load_manifest(repo).models.get(model)
+    if entry is None or entry.backend != "ensemble":
+        return []
+    return [str(s) for s in entry.extra.get("steps") or []]
 
-    try:
-        return model_input(model_dir).data_type in _NUMPY_OF
-    except (UserError, BuildFailure):
-        return False
+
+def pipeline_classifier(repo: Path, model: str) -> str | None:
+    """The classifier a `<model>_pipeline` ensemble runs (its last step); None for other models."""
+    steps = manifest_steps(repo, model)
+    return steps[-1] if steps else None
 
 
 def select_models(repo: Path, requested: list[str] | None, servable: list[str]) -> list[str]:
-    """The models to measure: `requested` (each must be servable) or every servable numeric-input model."""
+    """The models to measure.
+
+    `requested` (each must be servable), each pipeline followed by its classifier so the report shows
+    them side by side; or, when None, every servable model fed by a numeric tensor plus the pipelines
+    (a preprocess step alone is measured only when named).
+    """
+    from repo_gen.perf.input_data import measurable_input, takes_image_bytes
+
     if requested:
         unknown = [m for m in requested if not (repo / m).is_dir()]
         if unknown:
@@ -161,10 +174,18 @@ def select_models(repo: Path, requested: list[str] | None, servable: list[str]) 
         if cannot:
             raise UserError(f"--models {','.join(cannot)}: this server cannot serve them (see `repo-gen serve` for why); "
                             f"servable: {','.join(servable) or 'none'}")
-        return list(dict.fromkeys(requested))
-    chosen = [m for m in servable if _numeric_input(repo / m)]
+        chosen = []
+        for m in requested:
+            chosen.append(m)
+            classifier = pipeline_classifier(repo, m)
+            if classifier and classifier in servable:
+                chosen.append(classifier)
+        return list(dict.fromkeys(chosen))
+    chosen = [m for m in servable if measurable_input(repo / m)
+              and (not takes_image_bytes(repo / m) or pipeline_classifier(repo, m) is not None)]
     if not chosen:
-        raise UserError(f"--model-repository {repo}: no model this server can serve takes a numeric tensor; name them with --models")
+        raise UserError(f"--model-repository {repo}: no model this server can serve takes a tensor or image bytes; "
+                        "name them with --models")
     return chosen
 
 
@@ -203,7 +224,8 @@ def run_bench(cfg: BenchConfig) -> BenchResult:
         inst = find_tritonserver()
         servable = [c.name for c in choose_models(cfg.repo, inst.backends) if c.serve]
         models = select_models(cfg.repo, cfg.models, servable)
-        server = TritonServer(cfg.repo, ports=free_ports(), models=models, install=inst,
+        steps = [str(st) for m in models for st in (manifest_steps(cfg.repo, m))]
+        server = TritonServer(cfg.repo, ports=free_ports(), models=list(dict.fromkeys(models + steps)), install=inst,
                               log_path=out / "tritonserver.log")
         commands.append("# tritonserver (started by repo-gen bench)\n" + shlex.join(server.argv()))
         server.start(timeout_s=cfg.server_timeout_s)
@@ -214,8 +236,12 @@ def run_bench(cfg: BenchConfig) -> BenchResult:
         models = select_models(cfg.repo, cfg.models, _ready_on_server(url, cfg.settings.protocol))
         alive = None
     variants = _variants(cfg.repo, models)
-    manifest = read_manifest(cfg.repo)["models"]
+    manifest = load_manifest(cfg.repo).models
     result = BenchResult(out, [], variants, out / "report.md")
+    for m in models:
+        classifier = pipeline_classifier(cfg.repo, m)
+        if classifier in models:
+            result.pipelines[m] = classifier
     meta = {"date": _dt.datetime.now().isoformat(timespec="seconds"), "url": url, "protocol": cfg.settings.protocol,
             "machine": machine_description(), "settings": asdict(cfg.settings), "input_data": cfg.input_data,
             "latency_budget_ms": cfg.latency_budget_ms, "repository": str(cfg.repo.absolute())}
@@ -223,7 +249,7 @@ def run_bench(cfg: BenchConfig) -> BenchResult:
         analyzer = Analyzer(url, out / "raw", cfg.settings, server_alive=alive)
         for model in models:
             data_arg = write_input_data(out / "input_data" / f"{model}.json", cfg.repo / model,
-                                        manifest.get(model, {}).get("data"), cfg.input_data, images_dir=cfg.images_dir)
+                                        manifest[model].data if model in manifest else None, cfg.input_data, images_dir=cfg.images_dir)
             mb = variants[model].max_batch_size
             for b in cfg.batch_sizes:
                 if mb and b > mb:
@@ -298,7 +324,7 @@ def write_outputs(result: BenchResult, cfg: BenchConfig, meta: dict, commands: l
             "throughput_vs_concurrency": plot_throughput_vs_concurrency(result.points, out / "throughput_vs_concurrency.png"),
         }
     summary = {"meta": meta, "complete": result.complete, "problems": result.problems,
-               "variants": {k: asdict(v) for k, v in result.variants.items()},
+               "variants": {k: asdict(v) for k, v in result.variants.items()}, "pipelines": result.pipelines,
                "points": [p.to_row() for p in result.points], "plots": result.plots}
     write_json_atomic(out / "results.json", summary)
     write_atomic(result.report, render_report(result, cfg, meta, plots and bool(result.points)))
@@ -372,6 +398,30 @@ _TRANSPORT_NOTE = {
             "they would be serialized, copied through host memory and up to the GPU, which costs a GPU model "
             "most of its throughput)",
 }
+def pipeline_section(result: BenchResult, groups: dict[str, list[PerfPoint]]) -> list[str]:
+    """Each measured pipeline beside its classifier: what decoding + preprocessing in the server costs."""
+    rows = []
+    for ps in groups.values():
+        classifier = result.pipelines.get(ps[0].model)
+        theirs = groups.get(series_label(classifier, ps[0].batch_size)) if classifier else None
+        if not theirs:
+            continue
+        mine_best, their_best = best_point(ps), best_point(theirs)
+        assert mine_best is not None and their_best is not None
+        mine_c1 = min(ps, key=lambda p: p.concurrency)
+        their_c1 = next((p for p in theirs if p.concurrency == mine_c1.concurrency), None)
+        ratio = mine_best.throughput / their_best.throughput if their_best.throughput else 0.0
+        added = f"{mine_c1.p50_ms - their_c1.p50_ms:+.1f}" if their_c1 else "-"
+        rows.append(f"| {ps[0].model} | {classifier} | {ps[0].batch_size} | {mine_best.throughput:.1f} | "
+                    f"{their_best.throughput:.1f} | {ratio:.2f} | {mine_c1.concurrency} | {added} |")
+    if not rows:
+        return []
+    return ["", "## Pipeline beside its classifier", "",
+            "The pipeline takes encoded photos (JPEG bytes) and decodes + preprocesses them in the server; its "
+            "classifier takes the preprocessed tensor. The difference is the cost of doing that work in the server.", "",
+            "| pipeline | classifier | batch | pipeline best (infer/s) | classifier best (infer/s) | pipeline / classifier "
+            "| at concurrency | p50 added by the pipeline (ms) |",
+            "|---|---|---:|---:|---:|---:|---:|---:|", *rows]
 
 
 def render_report(result: BenchResult, cfg: BenchConfig, meta: dict, with_plots: bool) -> str:
@@ -404,6 +454,7 @@ def render_report(result: BenchResult, cfg: BenchConfig, meta: dict, with_plots:
         within = (f"{at.throughput:.1f} | {at.concurrency}" if at else "none under budget | -") if budget is not None else "- | -"
         lines.append(f"| {v.model} | {v.precision} | {v.backend} | {ps[0].batch_size} | {best.throughput:.1f} | "
                      f"{best.concurrency} | {best.p99_ms:.1f} | {within} | {'yes' if all(p.stable for p in ps) else 'no'} |")
+    lines += pipeline_section(result, groups)
     lines += ["", "## Server-side time per request at the best point (ms)", "",
               "| variant | queue | compute input | compute infer | compute output | client p50 | client p99 |",
               "|---|---:|---:|---:|---:|---:|---:|"]

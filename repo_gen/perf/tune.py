@@ -1,4 +1,4 @@
-"""`repo-gen tune`: find the model config with the highest throughput whose p99 stays in budget.
+"""`repo-gen tune`: find the model config that serves best under an objective and a p99 budget.
 
 Search space (each a dimension; `TuneGrid`):
   instance_count        1..4 by default
@@ -6,19 +6,32 @@ Search space (each a dimension; `TuneGrid`):
                         `intra_op_threads` parameter); by default tied to the instance count as
                         max(1, cores // instances), so instances x threads never oversubscribes
   max_queue_delay_us    0, 100, 500, 2000 (dynamic batcher)
-  max_batch_size        the config's own and smaller powers of two; never above the manifest's
+  max_batch_size        1 (batching off: every request runs alone, as Model Analyzer also tries),
+                        half the config's own and the config's own; never above the manifest's
                         max_batch_size, which for a TensorRT plan is the profile max (the backend
                         refuses a larger one)
   preferred_batch_size  none (largest batch the delay allows) or [max_batch_size]
+Model Analyzer's quick search covers instance count and max batch size only; threads, queue delay
+and preferred sizes are ours.
+
+Objectives and rules (`repo_gen.perf.tune_rules`): throughput, latency or balanced, with
+`--latency-budget-ms` as a p99 constraint for all three; a lead within the run-to-run spread is a
+tie, settled by p99 (latency objective: by throughput).
 
 Search: Model Analyzer's brute force with early stop, one dimension at a time in the order
-above. Starting from the current config (measured first: the "before" row), each dimension's
-values are tried in ascending order with the other dimensions at their best so far; growing
-stops at the first value whose score gains less than 5% over the best so far. Each candidate's
-score is the highest throughput over a concurrency sweep among points with p99 <= budget (no
-budget: the highest throughput); the sweep also stops when the gain is < 5% or p99 leaves the
-budget. The winner is the best-scoring candidate; the current config is a candidate, so the
-tuned throughput is never below it (within the noise of one measurement).
+above. Starting from the current config (measured first), each dimension's values are tried in
+ascending order from each of the `beam` (default 2) best candidates so far; growing stops at the
+first value that improves the objective's figure by less than 5% over the best so far. Each candidate is
+measured over a concurrency sweep, and its operating point is the best point under the objective
+among points with p99 <= budget; the sweep also stops when throughput gains < 5% or p99 leaves the
+budget. During the search a lead below 5% is a tie (one window cannot tell more apart).
+
+Decision: one window is not trusted. The leaders (the best `leaders` candidates and the current
+config) are measured again in `rounds` alternating rounds (order reversed every other round, so a
+drift of the machine does not favour one), each at its operating concurrency; the spread of each
+config's repeated throughput and p99 is the run-to-run spread, and `tune_rules.decide` picks on
+the medians. The current config is kept unless another is measurably better. The report and
+tune.json say which rule decided and by how much.
 
 Live server, repository API: candidates are loaded with Triton's model load API and a config
 override (`POST /v2/repository/models/<name>/load` with `{"parameters": {"config": <JSON>}}`),
@@ -30,9 +43,12 @@ chose this over restarting the server per candidate because:
   - Triton itself validates each candidate as it loads it (a bad combination fails its load,
     is reported and skipped, instead of failing a server start).
 We do not tune on a server someone else runs: overriding its config would disturb its traffic.
-At the end the winner is written to config.pbtxt atomically (previous file kept as
-config.pbtxt.orig) and loaded from the file, without override, to prove Triton accepts it;
-if it does not, the previous file is restored.
+At the end the winner is rendered by the build's own templates (`repo_gen.triton.config_spec`),
+written to config.pbtxt atomically (previous file kept as config.pbtxt.orig) and loaded from the
+file, without override, to prove Triton accepts it; if it does not, the previous file is restored.
+
+Output (raw perf_analyzer files, server log, tune.json): `--output DIR`, else
+`$XDG_CACHE_HOME/repo-gen/tune/<model>-<time>/` (`~/.cache/...`): never the working directory.
 """
 
 from __future__ import annotations
@@ -49,9 +65,10 @@ from repo_gen.errors import BuildFailure, UserError
 from repo_gen.fileio import write_atomic, write_json_atomic
 from repo_gen.log import console, logger
 from repo_gen.perf.analyzer import Analyzer, PerfPoint, PerfSettings, ServerDied, UnstableMeasurement
+from repo_gen.perf.tune_rules import OBJECTIVES, Decision, Sample, better, decide, gain, pick_point, primary
 from repo_gen.triton.repository import MANIFEST_NAME, read_manifest
 
-MIN_GAIN = 0.05  # Model Analyzer's rule: stop growing a dimension when throughput gains < 5%
+MIN_GAIN = 0.05  # Model Analyzer's rule: stop growing a dimension when the objective gains < 5%
 DIMENSIONS = ("instance_count", "intra_op_threads", "max_queue_delay_us", "max_batch_size", "preferred_batch_sizes")
 
 
@@ -79,10 +96,12 @@ class TuneGrid:
     Attributes:
         intra_op_threads: explicit thread counts to try as their own dimension; None ties
             threads to instances (cores // instances) and does not search them separately.
-        max_batch_sizes: None resolves to the config's max and max/2 (not below 1), capped by
-            the manifest's max_batch_size.
+        max_batch_sizes: None resolves to 1 (batching off), max/2 and the config's max, capped
+            by the manifest's max_batch_size.
         preferred_batch_sizes: None resolves to [(), (max_batch_size,)].
         concurrency: client concurrency levels of each candidate's sweep.
+        beam: how many of the best candidates so far each dimension is searched from (1: plain
+            coordinate search).
     """
 
     instance_counts: list[int] = field(default_factory=lambda: [1, 2, 3, 4])
@@ -91,6 +110,7 @@ class TuneGrid:
     max_batch_sizes: list[int] | None = None
     preferred_batch_sizes: list[tuple[int, ...]] | None = None
     concurrency: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 16])
+    beam: int = 2
 
     def __post_init__(self) -> None:
         for flag, values in (("--instance-counts", self.instance_counts), ("--queue-delays-us", self.max_queue_delays_us),
@@ -99,6 +119,8 @@ class TuneGrid:
                 raise UserError(f"{flag}: give at least one value")
         if min(self.instance_counts) < 1 or max(self.instance_counts) > 64:
             raise UserError(f"--instance-counts {self.instance_counts}: values must be from 1 to 64")
+        if self.beam < 1:
+            raise UserError(f"--beam {self.beam}: must be >= 1")
         if min(self.max_queue_delays_us) < 0:
             raise UserError(f"--queue-delays-us {self.max_queue_delays_us}: values must be >= 0")
         if self.intra_op_threads is not None and (not self.intra_op_threads or min(self.intra_op_threads) < 1):
@@ -110,13 +132,21 @@ class TuneGrid:
         self.concurrency = sorted(set(self.concurrency))
 
 
+def sample_of(p: PerfPoint) -> Sample:
+    return Sample(p.throughput, p.p99_ms, p.p50_ms, p.concurrency)
+
+
 @dataclass
 class Trial:
     candidate: Candidate
-    score: float  # best throughput within budget (0 when none)
-    best: PerfPoint | None
+    score: float  # throughput at the operating point (0 when no point is within budget)
+    best: PerfPoint | None  # the operating point under the objective
     points: list[PerfPoint]
     error: str = ""
+
+    @property
+    def sample(self) -> Sample | None:
+        return sample_of(self.best) if self.best else None
 
     def row(self) -> dict:
         return {"candidate": asdict(self.candidate), "describe": self.candidate.describe(), "score": self.score,
@@ -134,10 +164,25 @@ class TuneResult:
     changed: bool
     work_dir: Path
     wall_s: float = 0.0
+    objective: str = "throughput"
+    decision: Decision | None = None  # None: no re-measurement (--rounds 0)
 
     @property
     def gain(self) -> float:
-        return self.after.score / self.before.score - 1.0 if self.before.score > 0 else float("inf")
+        """Throughput after / before - 1, on the figures the decision used."""
+        b, a = self.measured("before"), self.measured("after")
+        if a is None or b is None:
+            return 0.0
+        return a.throughput / b.throughput - 1.0 if b.throughput > 0 else float("inf")
+
+    def measured(self, which: str) -> Sample | None:
+        """`before` / `after` as the decision saw them: re-measured medians when there are some."""
+        trial = self.before if which == "before" else self.after
+        if self.decision is not None:
+            for ld in self.decision.leaders:
+                if ld.key == trial.candidate:
+                    return ld.median
+        return trial.sample
 
 
 # -- config <-> candidate ------------------------------------------------------------------
@@ -185,11 +230,11 @@ def config_json(cfg: Any) -> str:
     return json_format.MessageToJson(cfg, preserving_proto_field_name=True, indent=None)
 
 
-def config_text(cfg: Any, header: str) -> str:
-    from google.protobuf import text_format
+def config_text(cfg: Any, header: str, comment_model_file: str | None = None) -> str:
+    """config.pbtxt text through the build's templates (one writer for every config repo-gen writes)."""
+    from repo_gen.triton.config_spec import render_model_config
 
-    body = text_format.MessageToString(cfg)
-    return "".join(f"# {line}\n" for line in header.splitlines()) + body
+    return render_model_config(cfg, header, comment_model_file)
 
 
 def max_batch_limit(entry: dict | None, cfg_max: int) -> int:
@@ -222,7 +267,7 @@ def dimension_values(dim: str, grid: TuneGrid, start: Candidate, limit: int, cor
     if dim == "max_batch_size":
         if start.max_batch_size == 0:
             return []
-        values = grid.max_batch_sizes if grid.max_batch_sizes is not None else [max(1, limit // 2), limit]
+        values = grid.max_batch_sizes if grid.max_batch_sizes is not None else [1, max(1, limit // 2), limit]
         bad = [v for v in values if v > limit]
         if bad:
             raise UserError(f"--max-batch-sizes {','.join(map(str, bad))}: above what this model supports ({limit}, "
@@ -250,37 +295,64 @@ def with_value(c: Candidate, dim: str, value: Any, tie_threads: bool, cores: int
     return Candidate(**d)
 
 
-def coordinate_search(start: Candidate, grid: TuneGrid, limit: int, cores: int, score_of) -> tuple[Candidate, list]:
-    """Model Analyzer's early-stopping brute force, one dimension at a time (module docstring).
+def coordinate_search(start: Candidate, grid: TuneGrid, limit: int, cores: int, measure,
+                      objective: str = "throughput") -> tuple[Candidate, list]:
+    """Model Analyzer's early-stopping brute force, one dimension at a time (module docstring),
+    from the `grid.beam` best candidates so far rather than the best alone: dimensions interact
+    (max batch 1 loses at 1 instance and can win at 2), and a lead inside one window's noise
+    should not prune the branch that wins.
 
-    `score_of(candidate) -> float` measures (or returns the cached score of) a candidate.
-    Returns the best candidate and the candidates in the order they were scored.
+    `measure(candidate) -> Sample | None` measures (or returns the cached result of) a candidate;
+    None: it could not be measured or has no point within the budget.
+    Returns the best candidate and the candidates in the order they were measured.
     """
     tie = grid.intra_op_threads is None
     seen: list[Candidate] = []
+    results: dict[Candidate, Sample] = {}
 
-    def score(c: Candidate) -> float:
+    def run(c: Candidate) -> Sample | None:
         if c not in seen:
             seen.append(c)
-        return score_of(c)
+        s = measure(c)
+        if s is not None:
+            results[c] = s
+        return s
 
-    best, best_score = start, score(start)
+    def ranked() -> list[Candidate]:
+        measured = [c for c in seen if c in results]  # in measuring order: the current config first
+        if not measured:
+            return []
+        top = measured[0]
+        for c in measured[1:]:  # a lead within the search tie goes to the tie-breaker (usually p99)
+            if better(objective, results[c], results[top]):
+                top = c
+        rest = sorted((c for c in measured if c != top), key=lambda c: primary(objective, results[c]), reverse=True)
+        return [top] + rest
+
+    run(start)
+    beam = [start]
     for dim in DIMENSIONS:
-        values = dimension_values(dim, grid, best, limit, cores)
-        if not values:
-            continue
-        base = best
-        prev_score: float | None = None
-        for v in values:
-            c = with_value(base, dim, v, tie, cores)
-            s = score(c)
-            if s > best_score:
-                best, best_score = c, s
-            grows = dim != "preferred_batch_sizes"  # preferred sizes are choices, not a growing dimension
-            if grows and prev_score is not None and s < prev_score * (1 + MIN_GAIN):
-                break
-            prev_score = s if prev_score is None else max(prev_score, s)
-    return best, seen
+        for base in beam:
+            values = dimension_values(dim, grid, base, limit, cores)
+            prev: Sample | None = None
+            for v in values:
+                c = with_value(base, dim, v, tie, cores)
+                s = run(c)
+                grows = dim != "preferred_batch_sizes"  # preferred sizes are choices, not a growing dimension
+                if grows and prev is not None and (s is None or gain(objective, s, prev) < MIN_GAIN):
+                    break
+                if s is not None and (prev is None or primary(objective, s) > primary(objective, prev)):
+                    prev = s
+        beam = ranked()[:grid.beam] or [start]
+    order = ranked()
+    return (order[0] if order else start), seen
+
+
+def leaders_of(trials: list[Trial], start: Candidate, objective: str, n: int) -> list[Candidate]:
+    """The current config first, then the `n` best measured candidates under the objective."""
+    measured = [(t.candidate, t.sample) for t in trials if t.sample is not None]
+    ranked = sorted(measured, key=lambda cs: primary(objective, cs[1]), reverse=True)
+    return [start] + [c for c, _ in ranked[:n] if c != start]
 
 
 # -- measuring on the live server ----------------------------------------------------------
@@ -290,9 +362,13 @@ class TuneConfig:
     """Everything `repo-gen tune` needs.
 
     Attributes:
-        latency_budget_ms: p99 budget; None means no budget (highest throughput).
-        work_dir: raw perf_analyzer outputs and tune.json; None resolves to
-            `<repo's parent>/tune-<model>-<time>`.
+        latency_budget_ms: p99 budget, a constraint for every objective; None means no budget.
+        objective: throughput, latency or balanced (`repo_gen.perf.tune_rules`).
+        leaders: how many of the best candidates are re-measured beside the current config.
+        rounds: alternating re-measurement rounds of the leaders; 0 decides on the search's single
+            measurements (no spread is measured then).
+        work_dir: raw perf_analyzer outputs, server log and tune.json (`--output`); None resolves
+            to `$XDG_CACHE_HOME/repo-gen/tune/<model>-<time>` (`~/.cache` without XDG_CACHE_HOME).
         cores: CPU cores the server may use (threads x instances); None: this process's CPUs.
         dry_run: measure and report, but leave config.pbtxt and the manifest untouched.
     """
@@ -300,6 +376,9 @@ class TuneConfig:
     repo: Path
     model: str
     latency_budget_ms: float | None = None
+    objective: str = "throughput"
+    leaders: int = 2
+    rounds: int = 3
     grid: TuneGrid = field(default_factory=TuneGrid)
     settings: PerfSettings = field(default_factory=lambda: PerfSettings(measurement_interval_ms=1500))
     work_dir: Path | None = None
@@ -317,15 +396,29 @@ class TuneConfig:
             raise UserError(f"--model {self.model}: no such model in {self.repo}; choose from {','.join(have) or 'none'}")
         if self.latency_budget_ms is not None and self.latency_budget_ms <= 0:
             raise UserError(f"--latency-budget-ms {self.latency_budget_ms}: must be > 0")
+        if self.objective not in OBJECTIVES:
+            raise UserError(f"--objective {self.objective}: choose {', '.join(OBJECTIVES)}")
+        if self.leaders < 1:
+            raise UserError(f"--leaders {self.leaders}: must be >= 1")
+        if self.rounds < 0 or self.rounds == 1:
+            raise UserError(f"--rounds {self.rounds}: 0 (trust the search's single windows) or >= 2 (a spread needs two)")
         self.cores = self.cores or len(os.sched_getaffinity(0))
         if self.work_dir is None:
-            self.work_dir = self.repo.absolute().parent / f"tune-{self.model}-{time.strftime('%Y%m%d-%H%M%S')}"
+            self.work_dir = default_output(self.model)
 
 
-def sweep(analyzer: Analyzer, model: str, concurrency: list[int], budget_ms: float | None, input_data: str) -> tuple[float, PerfPoint | None, list[PerfPoint]]:
-    """Measure growing concurrency; stop when p99 leaves the budget or throughput gains < 5%."""
+def default_output(model: str) -> Path:
+    """Where tune writes when no --output is given: the user's cache, never the working directory."""
+    from repo_gen.tools import cache_dir
+
+    return cache_dir() / "tune" / f"{model}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def sweep(analyzer: Analyzer, model: str, concurrency: list[int], budget_ms: float | None, input_data: str,
+          objective: str = "throughput") -> tuple[float, PerfPoint | None, list[PerfPoint]]:
+    """Measure growing concurrency; stop when p99 leaves the budget or throughput gains < 5%.
+    Returns (throughput at the operating point, the operating point, every point)."""
     points: list[PerfPoint] = []
-    best: PerfPoint | None = None
     prev = 0.0
     for c in concurrency:
         try:
@@ -335,11 +428,11 @@ def sweep(analyzer: Analyzer, model: str, concurrency: list[int], budget_ms: flo
             continue
         points.append(p)
         within = budget_ms is None or p.p99_ms <= budget_ms
-        if within and (best is None or p.throughput > best.throughput):
-            best = p
         if not within or (prev > 0 and p.throughput < prev * (1 + MIN_GAIN)):
             break
         prev = max(prev, p.throughput)
+    chosen = pick_point(objective, [sample_of(p) for p in points], budget_ms)
+    best = next((p for p in points if chosen is not None and sample_of(p) == chosen), None)
     return (best.throughput if best else 0.0), best, points
 
 
@@ -351,11 +444,13 @@ def run_tune(cfg: TuneConfig) -> TuneResult:
     t0 = time.perf_counter()
     work = cfg.work_dir
     assert work is not None and cfg.cores is not None
-    work.mkdir(parents=True, exist_ok=True)
     model_dir = cfg.repo / cfg.model
     cfg_path = model_dir / "config.pbtxt"
     original_text = cfg_path.read_text()
     base_cfg = parse_config(original_text, str(cfg_path))
+    if not cfg.dry_run:  # refuse before measuring anything if the winner could not be written back
+        config_text(base_cfg, "", _model_file(model_dir))
+    work.mkdir(parents=True, exist_ok=True)
     manifest = read_manifest(cfg.repo)
     entry = manifest["models"].get(cfg.model)
     limit = max_batch_limit(entry, int(base_cfg.max_batch_size))
@@ -363,68 +458,126 @@ def run_tune(cfg: TuneConfig) -> TuneResult:
     if start.max_batch_size > limit:
         logger.warning(f"{cfg.model}: config max_batch_size {start.max_batch_size} is above the manifest's limit {limit}")
     data_arg = write_input_data(work / "input_data.json", model_dir, (entry or {}).get("data"), cfg.input_data)
+    console.print(f"tune output: {work}")
 
     server = TritonServer(cfg.repo, ports=free_ports(), models=[cfg.model], exit_on_error=False,
                           log_path=work / "tritonserver.log")
     trials: dict[Candidate, Trial] = {}
+    decision: Decision | None = None
     server.start(timeout_s=cfg.server_timeout_s)
     try:
         analyzer = Analyzer(server.url(cfg.settings.protocol), work / "raw", cfg.settings, server_alive=server.alive)
 
-        def score_of(c: Candidate) -> float:
-            if c in trials:
-                return trials[c].score
-            console.print(f"[bold]{cfg.model}[/]: {c.describe()}")
+        def load(c: Candidate) -> str:
             status, body = server.load_model(cfg.model, config_json(apply_candidate(base_cfg, c)))
-            if status != 200:
-                msg = f"Triton refused this config: {body.strip()[:300]}"
-                logger.warning(f"{c.describe()}: {msg}")
-                trials[c] = Trial(c, 0.0, None, [], msg)
-                return 0.0
+            return "" if status == 200 else f"Triton refused this config: {body.strip()[:300]}"
+
+        def measure(c: Candidate) -> Sample | None:
+            if c in trials:
+                return trials[c].sample
+            console.print(f"[bold]{cfg.model}[/]: {c.describe()}")
+            refused = load(c)
+            if refused:
+                logger.warning(f"{c.describe()}: {refused}")
+                trials[c] = Trial(c, 0.0, None, [], refused)
+                return None
             try:
-                score, best, points = sweep(analyzer, cfg.model, cfg.grid.concurrency, cfg.latency_budget_ms, data_arg)
+                score, best, points = sweep(analyzer, cfg.model, cfg.grid.concurrency, cfg.latency_budget_ms, data_arg,
+                                            cfg.objective)
             except ServerDied:
                 raise
             except BuildFailure as e:  # one candidate perf_analyzer cannot measure does not end the search
                 logger.warning(f"{c.describe()}: not measured: {e}")
                 trials[c] = Trial(c, 0.0, None, [], str(e))
-                return 0.0
+                return None
             trials[c] = Trial(c, score, best, points)
-            where = f" at c{best.concurrency}, p99 {best.p99_ms:.1f} ms" if best else " (no point within budget)"
-            console.print(f"    -> {score:.1f} infer/s{where}")
+            where = f"{score:.1f} infer/s, p99 {best.p99_ms:.1f} ms at c{best.concurrency}" if best else "no point within budget"
+            console.print(f"    -> {where}")
             write_json_atomic(work / "tune.json", {"model": cfg.model, "trials": [t.row() for t in trials.values()]})
-            return score
+            return trials[c].sample
 
-        winner, _ = coordinate_search(start, cfg.grid, limit, cfg.cores, score_of)
+        searched, _ = coordinate_search(start, cfg.grid, limit, cfg.cores, measure, cfg.objective)
+        winner = searched
+        if cfg.rounds >= 2:
+            leaders = leaders_of(list(trials.values()), start, cfg.objective, cfg.leaders)
+            if len(leaders) > 1:
+                samples = remeasure(leaders, trials, load, analyzer, cfg, data_arg)
+                if start in samples:
+                    names = {c: c.describe() for c in samples}
+                    decision = decide(cfg.objective, samples, start, cfg.latency_budget_ms, names)
+                    winner = decision.winner
+                    console.print(f"decided by [bold]{decision.rule}[/]: {decision.detail}")
+                else:
+                    logger.warning("the current config could not be re-measured; deciding on the search's windows")
         before, after = trials[start], trials[winner]
         changed = winner != start and not cfg.dry_run
+        result = TuneResult(cfg.model, before, after, list(trials.values()), cfg_path, changed, work,
+                            objective=cfg.objective, decision=decision)
         if changed:
-            write_winner(cfg, server, base_cfg, winner, after, before, original_text)
+            write_winner(cfg, server, base_cfg, result, original_text)
         else:
             server.load_model(cfg.model)  # back to the file's config
     finally:
         server.stop()
-    result = TuneResult(cfg.model, before, after, list(trials.values()), cfg_path, changed, work,
-                        round(time.perf_counter() - t0, 1))
-    write_json_atomic(work / "tune.json", {"model": cfg.model, "latency_budget_ms": cfg.latency_budget_ms,
-                                     "before": before.row(), "after": after.row(), "changed": changed,
-                                     "wall_s": result.wall_s, "trials": [t.row() for t in trials.values()]})
+    result.wall_s = round(time.perf_counter() - t0, 1)
+    write_json_atomic(work / "tune.json", tune_record(cfg, result))
     if not cfg.dry_run:
         record_in_manifest(cfg, result)
     return result
 
 
-def write_winner(cfg: TuneConfig, server: Any, base_cfg: Any, winner: Candidate, after: Trial, before: Trial,
-                 original_text: str) -> None:
-    """config.pbtxt.orig <- previous file; config.pbtxt <- winner (atomic); reload from file."""
+def remeasure(leaders: list[Candidate], trials: dict[Candidate, Trial], load, analyzer: Analyzer, cfg: TuneConfig,
+              data_arg: str) -> dict[Candidate, list[Sample]]:
+    """`cfg.rounds` alternating rounds over the leaders (reversed order every other round), each
+    at its operating concurrency; the current config (leaders[0]) without one (nothing within
+    budget) runs at the best leader's. A leader that fails a round just has fewer samples."""
+    ops = {c: trials[c].sample for c in leaders}
+    fallback = next((s.concurrency for s in ops.values() if s is not None), cfg.grid.concurrency[0])
+    conc = {c: s.concurrency if s is not None else fallback for c, s in ops.items()}
+    out: dict[Candidate, list[Sample]] = {c: [] for c in leaders}
+    console.print(f"re-measuring {len(leaders)} leaders, {cfg.rounds} alternating rounds")
+    for r in range(cfg.rounds):
+        for c in (leaders if r % 2 == 0 else leaders[::-1]):
+            refused = load(c)
+            if refused:
+                logger.warning(f"{c.describe()}: {refused}")
+                continue
+            try:
+                p = analyzer.measure(cfg.model, 1, conc[c], data_arg)
+            except ServerDied:
+                raise
+            except BuildFailure as e:
+                logger.warning(f"{c.describe()}: round {r + 1} not measured: {e}")
+                continue
+            out[c].append(sample_of(p))
+            console.print(f"  round {r + 1}: {c.describe()}: {p.throughput:.1f} infer/s, p50 {p.p50_ms:.1f} ms, "
+                          f"p99 {p.p99_ms:.1f} ms (c{conc[c]})")
+    start, first = leaders[0], trials[leaders[0]].sample
+    if not out[start] and first is not None:
+        out[start].append(first)
+    return {c: v for c, v in out.items() if v or c == start} if out[start] else {}
+
+
+def _model_file(model_dir: Path) -> str | None:
+    """The model file the python template's header comment names (model.onnx when one is there)."""
+    return "model.onnx" if any(model_dir.glob("*/model.onnx")) else None
+
+
+def write_winner(cfg: TuneConfig, server: Any, base_cfg: Any, result: TuneResult, original_text: str) -> None:
+    """config.pbtxt.orig <- previous file; config.pbtxt <- winner (atomic, through the build's
+    templates); reload from file."""
     from repo_gen.triton.render import parse_config
 
     model_dir = cfg.repo / cfg.model
     cfg_path = model_dir / "config.pbtxt"
     budget = f"{cfg.latency_budget_ms:g} ms" if cfg.latency_budget_ms is not None else "none"
-    header = (f"Tuned by repo-gen tune on {_dt.date.today().isoformat()}: {winner.describe()}\n"
-              f"{after.score:.1f} infer/s vs {before.score:.1f} before (p99 budget {budget}); previous config: config.pbtxt.orig")
-    text = config_text(apply_candidate(base_cfg, winner), header)
+    a, b = result.measured("after"), result.measured("before")
+    figs = (f"{a.throughput:.1f} infer/s, p99 {a.p99_ms:.1f} ms vs {b.throughput:.1f} infer/s, p99 {b.p99_ms:.1f} ms before"
+            if a and b else "")
+    rule = f"\nrule {result.decision.rule}: {result.decision.detail}" if result.decision else ""
+    header = (f"Tuned by repo-gen tune on {_dt.date.today().isoformat()} (objective {cfg.objective}, p99 budget {budget}): "
+              f"{result.after.candidate.describe()}\n{figs}; previous config: config.pbtxt.orig{rule}")
+    text = config_text(apply_candidate(base_cfg, result.after.candidate), header, _model_file(model_dir))
     parse_config(text, "tuned config")  # our own check before Triton's
     write_atomic(model_dir / "config.pbtxt.orig", original_text)
     write_atomic(cfg_path, text)
@@ -436,24 +589,48 @@ def write_winner(cfg: TuneConfig, server: Any, base_cfg: Any, winner: Candidate,
                            "config was restored")
 
 
+def _sample_row(s: Sample | None) -> dict | None:
+    return asdict(s) if s else None
+
+
+def decision_row(d: Decision | None) -> dict | None:
+    if d is None:
+        return None
+    return {"winner": asdict(d.winner) if isinstance(d.winner, Candidate) else str(d.winner),
+            "rule": d.rule, "detail": d.detail, "spread_throughput": d.spread_throughput, "spread_p99": d.spread_p99,
+            "leaders": [{"candidate": asdict(ld.key) if isinstance(ld.key, Candidate) else str(ld.key),
+                         "median": asdict(ld.median), "samples": [asdict(s) for s in ld.samples]} for ld in d.leaders]}
+
+
+def tune_record(cfg: TuneConfig, result: TuneResult) -> dict:
+    return {"model": cfg.model, "objective": cfg.objective, "latency_budget_ms": cfg.latency_budget_ms,
+            "before": result.before.row(), "after": result.after.row(), "changed": result.changed,
+            "before_measured": _sample_row(result.measured("before")), "after_measured": _sample_row(result.measured("after")),
+            "decision": decision_row(result.decision), "wall_s": result.wall_s,
+            "trials": [t.row() for t in result.trials]}
+
+
 def record_in_manifest(cfg: TuneConfig, result: TuneResult) -> None:
     if not (cfg.repo / MANIFEST_NAME).exists():
         return
     from repo_gen.triton.repository import locked_manifest
 
+    b, a = result.measured("before"), result.measured("after")
     with locked_manifest(cfg.repo) as manifest:
         entry = manifest["models"].get(cfg.model)
         if entry is None:
             return
         entry.setdefault("extra", {})["tuning"] = {
             "date": _dt.datetime.now().isoformat(timespec="seconds"),
+            "objective": cfg.objective,
             "latency_budget_ms": cfg.latency_budget_ms,
             "changed": result.changed,
-            "before": {"config": asdict(result.before.candidate), "throughput": result.before.score,
-                       "p99_ms": result.before.best.p99_ms if result.before.best else None},
-            "after": {"config": asdict(result.after.candidate), "throughput": result.after.score,
-                      "p99_ms": result.after.best.p99_ms if result.after.best else None,
-                      "concurrency": result.after.best.concurrency if result.after.best else None},
+            "rule": result.decision.rule if result.decision else "single-window",
+            "detail": result.decision.detail if result.decision else "",
+            "before": {"config": asdict(result.before.candidate), "throughput": b.throughput if b else 0.0,
+                       "p99_ms": b.p99_ms if b else None},
+            "after": {"config": asdict(result.after.candidate), "throughput": a.throughput if a else 0.0,
+                      "p99_ms": a.p99_ms if a else None, "concurrency": a.concurrency if a else None},
             "candidates_measured": len(result.trials),
             "details": str(result.work_dir / "tune.json"),
         }
@@ -463,14 +640,7 @@ def record_in_manifest(cfg: TuneConfig, result: TuneResult) -> None:
 
 
 def before_after_rows(result: TuneResult) -> list[tuple[str, str, str]]:
-    b, a = result.before, result.after
-
-    def fmt_t(t: Trial) -> tuple[str, str, str]:
-        if t.best is None:
-            return f"{t.score:.1f}", "-", "-"
-        return f"{t.score:.1f}", f"{t.best.p99_ms:.1f}", str(t.best.concurrency)
-
-    bc, ac = b.candidate, a.candidate
+    bc, ac = result.before.candidate, result.after.candidate
     rows = [
         ("instance count", str(bc.instance_count), str(ac.instance_count)),
         ("intra-op threads / instance", str(bc.intra_op_threads), str(ac.intra_op_threads)),
@@ -478,6 +648,14 @@ def before_after_rows(result: TuneResult) -> list[tuple[str, str, str]]:
         ("max_batch_size", str(bc.max_batch_size), str(ac.max_batch_size)),
         ("preferred_batch_size", str(list(bc.preferred_batch_sizes)), str(list(ac.preferred_batch_sizes))),
     ]
-    (bt, bp, bcc), (at, ap, acc) = fmt_t(b), fmt_t(a)
-    rows += [("throughput within budget (infer/s)", bt, at), ("p99 there (ms)", bp, ap), ("at concurrency", bcc, acc)]
+    what = "median of re-measurements" if result.decision else "one measurement"
+    b, a = result.measured("before"), result.measured("after")
+
+    def f(s: Sample | None, attr: str, fmt: str) -> str:
+        return format(getattr(s, attr), fmt) if s else "-"
+
+    rows += [(f"throughput (infer/s, {what})", f(b, "throughput", ".1f"), f(a, "throughput", ".1f")),
+             ("p50 (ms)", f(b, "p50_ms", ".1f"), f(a, "p50_ms", ".1f")),
+             ("p99 (ms)", f(b, "p99_ms", ".1f"), f(a, "p99_ms", ".1f")),
+             ("at concurrency", f(b, "concurrency", "d"), f(a, "concurrency", "d"))]
     return rows

@@ -27,8 +27,8 @@ Choices, and why:
   onnxruntime backend. Triton cannot pick a step's model at run time, so one ensemble per
   target would mean one name per target for clients to choose from; a single stable name
   (`<model>_pipeline`) is what clients hard-code.
-* The preprocessing model's output dtype, dims and the classifier's I/O names are read from
-  the staged config.pbtxt of the chosen classifier, so an FP16-I/O variant gets FP16 pixels.
+* The preprocessing model's output dtype, dims and the classifier's I/O names come from the
+  chosen classifier's entry (the tensors its writer declared), so an FP16-I/O variant gets FP16 pixels.
 """
 
 from __future__ import annotations
@@ -37,11 +37,12 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from repo_gen.errors import BuildFailure
+from repo_gen.errors import BuildFailure, UserError
+from repo_gen.manifest import ModelEntry
+from repo_gen.tasks import LABELS_FILE
 from repo_gen.triton.config import EnsembleStep, ModelConfigSpec, TensorSpec
-from repo_gen.triton.models import LABELS_FILE, write_config_and_labels
-from repo_gen.triton.render import parse_config, render_config, render_template
-from repo_gen.triton.repository import ModelEntry
+from repo_gen.triton.models import write_config_and_labels
+from repo_gen.triton.render import render_config, render_template
 
 IMAGE_INPUT = "IMAGE"
 PREPROCESS_FILE = Path(__file__).resolve().parents[1] / "data" / "preprocess.py"
@@ -61,13 +62,28 @@ def ensemble_model_names(model: str) -> list[str]:
     return [f"{model}_preprocess", f"{model}_pipeline"]
 
 
-def choose_classifier(entries: dict[str, ModelEntry], model: str) -> tuple[ModelEntry | None, str]:
-    """The ensemble's classifier: the first "ready" entry of `model` in CLASSIFIER_PREFERENCE order.
+def choose_classifier(entries: dict[str, ModelEntry], model: str, requested: str | None = None,
+                      allow_inaccurate: bool = False) -> tuple[ModelEntry | None, str]:
+    """The ensemble's classifier: `requested` (`<runtime>_<precision>`, from --pipeline-model), else the
+    first "ready" entry of `model` in CLASSIFIER_PREFERENCE order.
+
+    A requested plan model that is not built yet is taken (it serves once its rebuild_engine.sh ran);
+    a requested variant that missed its tolerance only with `allow_inaccurate`.
 
     Returns:
         (entry or None, one line saying why it was chosen or why none could be).
     """
     ours = {(e.runtime, e.precision): e for e in entries.values() if e.base_model == model}
+    if requested is not None:
+        e = entries.get(f"{model}_{requested}")
+        if e is None:
+            raise UserError(f"--pipeline-model {requested}: {model}_{requested} was not built; choose one of "
+                            + ", ".join(sorted(f"{r}_{p}" for r, p in ours)))
+        if e.status == "inaccurate" and not allow_inaccurate:
+            raise UserError(f"--pipeline-model {requested}: {e.name} missed its fidelity tolerance ({e.status_reason}); "
+                            "pass --allow-inaccurate or choose another variant")
+        note = "" if e.status == "ready" else f" (status {e.status}: {e.status_reason})"
+        return e, f"chosen with --pipeline-model {requested}{note}"
     for key in CLASSIFIER_PREFERENCE:
         e = ours.get(key)
         if e is not None and e.status == "ready":
@@ -79,17 +95,12 @@ def choose_classifier(entries: dict[str, ModelEntry], model: str) -> tuple[Model
     return None, f"no classifier variant of {model} is ready (have: {have})"
 
 
-def _io_of(config_text: str, what: str) -> tuple[Any, Any, int]:
-    cfg = parse_config(config_text, what)
-    if len(cfg.input) != 1 or len(cfg.output) != 1:
-        raise BuildFailure(f"{what}: expected one input and one output, found {len(cfg.input)} and {len(cfg.output)} (repo-gen bug)")
-    return cfg.input[0], cfg.output[0], int(cfg.max_batch_size)
-
-
-def _dtype_name(value: int) -> str:
-    from tritonclient.grpc import model_config_pb2
-
-    return str(model_config_pb2.DataType.Name(value))
+def _io_of(entry: ModelEntry) -> tuple[TensorSpec, TensorSpec]:
+    if len(entry.inputs) != 1 or len(entry.outputs) != 1:
+        raise BuildFailure(f"{entry.name}: expected one input and one output, found {len(entry.inputs)} and "
+                           f"{len(entry.outputs)} (repo-gen bug)")
+    inp, out = entry.inputs[0], entry.outputs[0]
+    return TensorSpec(inp.name, inp.data_type, list(inp.dims)), TensorSpec(out.name, out.data_type, list(out.dims))
 
 
 def write_preprocess_model(
@@ -170,39 +181,50 @@ def write_ensemble_model(
     return write_config_and_labels(model_dir, spec, labels)
 
 
-def write_pipeline(cfg: Any, tx: Any, labels: list[str], report: Any) -> list[ModelEntry]:
-    """Stage `<model>_preprocess` and `<model>_pipeline` for the classifier variants in `tx`.
+def write_pipeline(cfg: Any, tx: Any, classifiers: list[ModelEntry],
+                   labels: list[str]) -> tuple[list[ModelEntry], str | None]:
+    """Stage `<model>_preprocess` and `<model>_pipeline` in `tx` for the staged `classifiers`.
 
-    Called after the classifier variants are staged (`tx.entries`). Returns the entries to add;
-    none when no classifier variant is ready (the reason goes to `report.notes`).
+    Returns:
+        (the entries to add, None) or, when no classifier variant is ready, ([], the reason).
     """
     pre_name, ens_name = ensemble_model_names(cfg.model)
-    target, why = choose_classifier(tx.entries, cfg.model)
+    target, why = choose_classifier({e.name: e for e in classifiers}, cfg.model, cfg.pipeline_model, cfg.allow_inaccurate)
     if target is None:
-        report.notes.append(f"pipeline not written: {why}")
-        return []
-    target_cfg = tx.model_dir(target.name) / "config.pbtxt"
-    if not target_cfg.is_file():
-        raise BuildFailure(f"{target.name}: staged without a config.pbtxt (repo-gen bug)")
-    inp, out, target_max_batch = _io_of(target_cfg.read_text(), f"config of {target.name}")
-    pixels = TensorSpec(inp.name, _dtype_name(inp.data_type), list(inp.dims))
-    logits = TensorSpec(out.name, _dtype_name(out.data_type), list(out.dims))
-    max_batch = min(cfg.max_batch, target_max_batch) if target_max_batch > 0 else cfg.max_batch
+        return [], f"pipeline not written: {why}"
+    pixels, logits = _io_of(target)
+    max_batch = min(cfg.max_batch, target.max_batch_size) if target.max_batch_size > 0 else cfg.max_batch
     data = cfg.data.to_dict()
 
     pre_files = write_preprocess_model(tx.model_dir(pre_name), pre_name, cfg.version, data, pixels, max_batch,
                                        max_queue_delay_us=cfg.max_queue_delay_us)
     ens_files = write_ensemble_model(tx.model_dir(ens_name), ens_name, cfg.version, pre_name, target.name,
                                      pixels, logits, labels, max_batch)
+    image = TensorSpec(IMAGE_INPUT, "TYPE_STRING", [1])
+    scores = TensorSpec(logits.name, logits.data_type, logits.dims, label_filename=LABELS_FILE)
+    compatible: list[str] = []
+    incompatible: list[str] = []
+    for e in sorted(classifiers, key=lambda e: e.name):
+        if e.base_model != cfg.model or e.name == target.name or len(e.inputs) != 1:
+            continue
+        ok = e.inputs[0].data_type == pixels.data_type and (e.max_batch_size == 0 or e.max_batch_size >= max_batch)
+        (compatible if ok else incompatible).append(e.name)
+    readme = render_template(
+        "pipeline_README.md.j2", ensemble=ens_name, model=cfg.model, input=IMAGE_INPUT, output=logits.name,
+        preprocess=pre_name, classifier=target.name, why=why, pixels_name=pixels.name, pixels_dtype=pixels.data_type,
+        max_batch=max_batch, compatible=compatible, incompatible=incompatible)
+    (tx.model_dir(ens_name) / "README.md").write_text(readme)
+    ens_files.append("README.md")
     common = dict(base_model=cfg.model, max_batch_size=max_batch, data=data)
     return [
         ModelEntry(name=pre_name, runtime="py", backend="python", precision=pixels.data_type.removeprefix("TYPE_").lower(),
                    versions=tx.staged_versions(pre_name, cfg.version), files=[f"{pre_name}/{f}" for f in pre_files],
                    status_reason="encoded image bytes -> classifier input (copy of repo_gen/data/preprocess.py)",
-                   extra={"feeds": target.name}, **common),
+                   inputs=[image], outputs=[pixels], extra={"feeds": target.name}, **common),
         ModelEntry(name=ens_name, runtime="ensemble", backend="ensemble", precision=target.precision,
                    versions=tx.staged_versions(ens_name, cfg.version), files=[f"{ens_name}/{f}" for f in ens_files],
                    status_reason=f"image bytes -> {pre_name} -> {target.name}; top-k via class_count",
+                   inputs=[image], outputs=[scores],
                    extra={"steps": [pre_name, target.name], "classifier": target.name, "classifier_choice": why,
                           "input": IMAGE_INPUT, "output": logits.name}, **common),
-    ]
+    ], None

@@ -1,28 +1,21 @@
-"""Pluggable evaluators: run a precision variant's graph on images and return logits.
+"""Evaluators: run a precision variant's graph on images and return logits.
 
-The precision searches only ever call `Evaluator.run(model, x, kind)`, so what executes the graph
-is a plug-in:
-
-- "onnxruntime-cpu" (`OrtCpuEvaluator`, here): INT8 Q/DQ graphs run as they are with
-  ORT's optimizations off (the Q/DQ semantics exactly as written: DequantizeLinear, FP32 op,
-  no fusion into integer kernels that would add output requantization); FP16 graphs run through
-  `repo_gen.precision.fp16.emulate_fp16` (FP16 storage, FP32 compute; its docstring says where
-  that differs from TensorRT's FP16 math).
-- "tensorrt": a hook for the TensorRT module, which registers a factory building an engine
-  from the very same ONNX file (strongly typed) and running it:
-  `register_evaluator("tensorrt", lambda **kw: MyTrtEvaluator(**kw))`.
+The precision searches only ever call `Evaluator.run(model, x, kind)` (a Protocol), so what
+executes the graph can change without touching them. The one implementation is
+"onnxruntime-cpu" (`OrtCpuEvaluator`): INT8 Q/DQ graphs run as they are with ORT's
+optimizations off (the Q/DQ semantics exactly as written: DequantizeLinear, FP32 op, no fusion
+into integer kernels that would add output requantization); FP16 graphs run through
+`repo_gen.precision.fp16.emulate_fp16` (FP16 storage, FP32 compute; its docstring says where
+that differs from TensorRT's FP16 math).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
 import numpy as np
 import onnx
-
-from repo_gen.errors import UserError
 
 
 @runtime_checkable
@@ -62,23 +55,3 @@ class OrtCpuEvaluator:
         # optimization at all, so ORT does not fuse Q/DQ into integer kernels (exact Q/DQ semantics).
         optimize: bool | str = True if kind == "fp32" else "extended" if kind == "fp16" else False
         return run_batches(make_session(model, threads=self.threads, optimize=optimize), x, self.batch)
-
-
-_REGISTRY: dict[str, Callable[..., Evaluator]] = {"onnxruntime-cpu": OrtCpuEvaluator}
-
-
-def register_evaluator(name: str, factory: Callable[..., Evaluator]) -> None:
-    """Make `name` selectable (the TensorRT module registers "tensorrt" where TensorRT imports)."""
-    _REGISTRY[name] = factory
-
-
-def available_evaluators() -> list[str]:
-    return sorted(_REGISTRY)
-
-
-def get_evaluator(name: str | None = None, **kwargs) -> Evaluator:
-    """The evaluator `name`; None resolves to "onnxruntime-cpu"."""
-    name = name or "onnxruntime-cpu"
-    if name not in _REGISTRY:
-        raise UserError(f"precision evaluator {name!r}: unknown; available: {', '.join(available_evaluators())}")
-    return _REGISTRY[name](**kwargs)

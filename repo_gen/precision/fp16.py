@@ -30,8 +30,8 @@ op computes in FP32 on those rounded values. How this differs from TensorRT FP16
 - Reductions, LayerNormalization, Softmax in FP16: the emulation computes them in FP32 and
   rounds only the result; a TensorRT kernel may accumulate in FP16 (and can overflow on a
   large sum of squares). This is the one place where the emulation can be optimistic, which is
-  why those ops are fallback candidates and why the TensorRT evaluator hook exists
-  (`repo_gen.precision.evaluate.register_evaluator("tensorrt", ...)`).
+  why those ops are fallback candidates (an evaluator running TensorRT itself would implement the
+  `repo_gen.precision.evaluate.Evaluator` protocol; none exists yet).
 """
 
 from __future__ import annotations

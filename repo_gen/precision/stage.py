@@ -10,7 +10,8 @@
 Tolerances (BuildConfig):
     fp16_tolerance: relative L2 error of the logits (||out - ref|| / ||ref|| over the whole set),
         and top-1 agreement must be 100%.
-    int8_tolerance: mean cosine similarity of the logits per image.
+    int8_tolerance: mean cosine similarity of the logits per image, and (int8_top1_tolerance) at most
+        that fraction of images may change their top-1 class (`repo_gen.precision.gate`).
 The searches run on `SEARCH_IMAGES` calibration images; the verdict ("ready" / "inaccurate") is
 taken on the evaluation set, which the searches never see.
 """
@@ -25,16 +26,19 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from repo_gen.compare import accuracy, fidelity, max_relative_error
+from repo_gen.compare import accuracy, fidelity
 from repo_gen.config import BuildConfig
 from repo_gen.data.calibration import LabeledSet, load_calibration, load_eval, overlap
 from repo_gen.data.images import ImageSet
 from repo_gen.errors import UserError
 from repo_gen.log import logger, step
 from repo_gen.precision import PrecisionVariant
-from repo_gen.precision.evaluate import Evaluator, get_evaluator
+from repo_gen.precision.evaluate import Evaluator, OrtCpuEvaluator
+from repo_gen.precision.gate import int8_verdict
 from repo_gen.precision.report import table_rows
 from repo_gen.precision.search import SearchResult, greedy_search
+from repo_gen.results import Fidelity, Tolerance
+from repo_gen.tasks import get_task
 
 SEARCH_IMAGES = 32
 SEARCH_MAX_STEPS = 8  # greedy rounds at most (each round tries every remaining candidate group)
@@ -59,9 +63,8 @@ class PrecisionContext:
     data_report: dict
 
     def judge(self, out: np.ndarray) -> dict:
-        """Fidelity vs FP32 on the evaluation set (+ max relative error, + accuracy with labels)."""
-        f: dict = fidelity(self.ref_eval, out)
-        f["max_rel"] = max_relative_error(self.ref_eval, out)
+        """The task's fidelity metrics vs FP32 on the evaluation set (+ accuracy with labels)."""
+        f: dict = get_task(self.cfg.task).fidelity(self.ref_eval, out)
         if self.evalset.labels is not None:
             f["accuracy"] = accuracy(out, self.evalset.labels)
         return f
@@ -83,7 +86,7 @@ def prepare(cfg: BuildConfig, fp32_path: Path, work: Path, timings: dict) -> Pre
     out_shape = model.graph.output[0].type.tensor_type.shape.dim
     num_classes = out_shape[-1].dim_value if out_shape and out_shape[-1].HasField("dim_value") else 0
     threads = _threads()
-    evaluator = get_evaluator(cfg.extra.get("precision_evaluator"), threads=threads)
+    evaluator: Evaluator = OrtCpuEvaluator(threads=threads)
     with step("precision data", timings):
         calib = load_calibration(cfg.calib_dir, cfg.data, cfg.calib_count, cfg.seed)
         evalset = load_eval(cfg.eval_dir, cfg.data, cfg.eval_count, num_classes, cfg.seed)
@@ -183,8 +186,8 @@ def make_fp16(ctx: PrecisionContext, timings: dict) -> PrecisionVariant:
         {"variant": "fp16", "graph": f"fp16.onnx (FP16 emulation: {ctx.evaluator.name})", "fidelity": faithful,
          "accuracy": faithful.get("accuracy"), "kept": kept_txt, "status": status},
     ]
+    tolerance = Tolerance("rel_l2 <= tolerance and top-1 agreement 100%", tol)
     report = {
-        "tolerance": {"metric": "rel_l2 <= tolerance and top-1 agreement 100%", "value": tol},
         "search": _search_report(res, candidates),
         "fp32_nodes": n_fp32,
         "forced_fp32_nodes": forced,
@@ -194,12 +197,10 @@ def make_fp16(ctx: PrecisionContext, timings: dict) -> PrecisionVariant:
         "rows": rows,
         "data": ctx.data_report,
     }
-    fid = dict(served)
-    fid["trt"] = faithful
-    fid["tolerance"] = report["tolerance"]
     logger.info(f"fp16: {status}; served rel L2 {served['rel_l2']:.2e}, cosine {served['cosine_mean']:.6f}, "
                 f"{n_fp32} nodes kept FP32")
-    return PrecisionVariant("fp16", path, path, cfg.io_dtype, fid, status, reason, report)
+    return PrecisionVariant("fp16", path, path, cfg.io_dtype, Fidelity(served, tolerance, str(rows[0]["graph"])), status,
+                            reason, report, trt_fidelity=Fidelity(faithful, tolerance, str(rows[1]["graph"])))
 
 
 def make_int8(ctx: PrecisionContext, timings: dict) -> PrecisionVariant:
@@ -211,8 +212,10 @@ def make_int8(ctx: PrecisionContext, timings: dict) -> PrecisionVariant:
     with step("int8 calibration", timings):
         calib = int8.calibrate(ctx.fp32_path, ctx.calib.tensors, cfg.calib_method, qwork, threads=ctx.threads)
 
+    top1_tol = cfg.int8_top1_tolerance
+
     def meets(m: dict) -> bool:
-        return m["cosine_mean"] >= tol
+        return int8_verdict(m, tol, top1_tol).ok
 
     tmp = qwork / "search.onnx"
 
@@ -234,8 +237,8 @@ def make_int8(ctx: PrecisionContext, timings: dict) -> PrecisionVariant:
         fid_cpu = ctx.judge(_ort_run(cpu_path, ctx.evalset.tensors, ctx.threads))
     n_kept = len(res.kept_nodes)
     n_quant_trt = len(int8.quantized_nodes(trt))
-    fails = [f"{name}: cosine {f['cosine_mean']:.4f} < {tol}" for name, f in
-             (("TensorRT form", fid_trt), ("CPU form", fid_cpu)) if not meets(f)]
+    verdicts = {name: int8_verdict(f, tol, top1_tol) for name, f in (("TensorRT form", fid_trt), ("CPU form", fid_cpu))}
+    fails = [f"{name}: {', '.join(v.failures())}" for name, v in verdicts.items() if not v.ok]
     if violations:
         fails.append(f"TensorRT Q/DQ rules violated ({len(violations)}): {violations[0]}")
     status = "inaccurate" if fails else "ready"
@@ -248,8 +251,10 @@ def make_int8(ctx: PrecisionContext, timings: dict) -> PrecisionVariant:
          "fidelity": fid_trt, "accuracy": fid_trt.get("accuracy"), "kept": kept_txt, "status": status},
     ]
     calib_info = {k: v for k, v in calib.items() if k != "cache"}
+    tolerance = Tolerance(f"mean cosine similarity >= tolerance and top-1 agreement >= {1 - top1_tol:g} "
+                          f"(--int8-top1-tolerance {top1_tol:g})", tol)
     report = {
-        "tolerance": {"metric": "mean cosine similarity >= tolerance", "value": tol},
+        "verdict": {name: v.to_dict() for name, v in verdicts.items()},
         "quantizer": "onnxruntime.quantization.quantize_static (QDQ), calibration cached once",
         "calibration": {**calib_info, **ctx.data_report["calibration"]},
         "search": _search_report(res, candidates),
@@ -263,12 +268,11 @@ def make_int8(ctx: PrecisionContext, timings: dict) -> PrecisionVariant:
         "rows": rows,
         "data": ctx.data_report,
     }
-    fid = dict(fid_cpu)
-    fid["trt"] = fid_trt
-    fid["tolerance"] = report["tolerance"]
-    logger.info(f"int8: {status}; CPU form cosine {fid_cpu['cosine_mean']:.5f}, TensorRT form "
-                f"{fid_trt['cosine_mean']:.5f}, {n_kept} nodes kept in float")
-    return PrecisionVariant("int8", cpu_path, trt_path, "fp32", fid, status, reason, report)
+    decided = "; ".join(f"{name}: {v.decided_by} ({v.describe()})" for name, v in verdicts.items())
+    report["decided_by"] = decided
+    logger.info(f"int8: {status}, decided by {decided}; {n_kept} nodes kept in float")
+    return PrecisionVariant("int8", cpu_path, trt_path, "fp32", Fidelity(fid_cpu, tolerance, str(rows[0]["graph"])), status,
+                            reason, report, trt_fidelity=Fidelity(fid_trt, tolerance, str(rows[1]["graph"])))
 
 
 def fp32_row(ctx: PrecisionContext) -> dict:

@@ -23,9 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from repo_gen.errors import BuildFailure, UserError
-from repo_gen.onnx.export import INPUT_NAME, OUTPUT_NAME
 from repo_gen.triton.config import ModelConfigSpec
-from repo_gen.triton.models import classifier_io, warmups, write_config_and_labels
+from repo_gen.triton.models import warmups, write_config_and_labels
 from repo_gen.triton.render import render_template
 
 RUNTIME = "torch"
@@ -95,8 +94,37 @@ def rebuild_command(cfg: Any) -> str:
     return shlex.join(argv)
 
 
+_MODULES: dict[tuple, Any] = {}  # the FP32 PyTorch module per (model, weights, seed): loaded once per build
+
+
+def write_torch_request(req: Any) -> Any:
+    """The runtime table's writer (`repo_gen.runtimes`): WriteRequest -> WrittenModel."""
+    from repo_gen.config import DEFAULT_INSTANCES
+    from repo_gen.results import WrittenModel
+    from repo_gen.torch.loader import load_model
+
+    cfg = req.cfg
+    key = (cfg.model, str(cfg.weights), cfg.pretrained, cfg.seed)
+    if key not in _MODULES:
+        _MODULES.clear()
+        _MODULES[key] = load_model(cfg.spec, cfg.weights, cfg.pretrained, cfg.seed).module
+    result = write_torch_model(req.model_dir, req.name, cfg, _MODULES[key], req.variant.precision, req.labels,
+                               req.inputs, req.outputs, cfg.instance_count or DEFAULT_INSTANCES["torch"],
+                               resolve_gpus(cfg.gpus), cfg.torch_dtype)
+    status, reason = result.status, result.reason
+    fid = result.extra.get("torch", {}).get("fidelity_vs_fp32_torch")
+    if fid and req.variant.precision != "fp32" and fid["rel_l2"] > cfg.fp16_tolerance:
+        status, reason = "inaccurate", (f"compiled {req.variant.precision} torch model: relative L2 {fid['rel_l2']:.2e} "
+                                        f"vs FP32 PyTorch > --fp16-tolerance {cfg.fp16_tolerance:g}")
+    if reason:
+        from repo_gen.log import logger
+
+        logger.warning(reason)
+    return WrittenModel(result.files, status, reason, cfg.max_batch, req.inputs, req.outputs, result.extra)
+
+
 def write_torch_model(model_dir: Path, name: str, cfg: Any, module: Any, precision: str, labels: list[str],
-                      num_classes: int, io_dtype: str, instance_count: int, gpus: tuple[int, ...],
+                      inputs: list[Any], outputs: list[Any], instance_count: int, gpus: tuple[int, ...],
                       dtype: str | None = None) -> TorchModelResult:
     """Stage one torch-runtime model in `model_dir`; compile it on the GPU when there is one.
 
@@ -122,7 +150,7 @@ def write_torch_model(model_dir: Path, name: str, cfg: Any, module: Any, precisi
     shutil.copyfile(Path(serving.__file__), version_dir / "repo_gen_torch.py")
     buckets = buckets_for(cfg.max_batch) if on_gpu else [cfg.max_batch]
     meta: dict[str, Any] = {
-        "timm_name": cfg.spec.timm_name, "num_classes": num_classes, "image_size": cfg.image_size,
+        "timm_name": cfg.spec.timm_name, "num_classes": int(outputs[0].dims[-1]), "image_size": cfg.image_size,
         "dtype": compute, "device": "cuda" if on_gpu else "cpu", "channels_last": on_gpu, "fold_bn": True,
         "compile_mode": "reduce-overhead" if on_gpu else None, "buckets": buckets, "cache_file": None,
         "kernels": "native", "rebuild": rebuild_command(cfg), **serving.gpu_identity(gpus[0] if on_gpu else 0),
@@ -136,9 +164,9 @@ def write_torch_model(model_dir: Path, name: str, cfg: Any, module: Any, precisi
         f"exec {meta['rebuild']}\n")
     (version_dir / "rebuild.sh").chmod(0o755)
 
-    inp, out = classifier_io(cfg.image_size, num_classes, io_dtype)
+    inp = inputs[0]
     spec = ModelConfigSpec(
-        name=name, template="python", max_batch_size=cfg.max_batch, inputs=[inp], outputs=[out],
+        name=name, template="python", max_batch_size=cfg.max_batch, inputs=list(inputs), outputs=list(outputs),
         max_queue_delay_us=cfg.max_queue_delay_us,
         preferred_batch_sizes=[b for b in buckets if b > 1] if on_gpu else [],
         instance_count=instance_count, instance_kind="KIND_GPU" if on_gpu else "KIND_CPU", gpus=list(gpus),
@@ -150,7 +178,7 @@ def write_torch_model(model_dir: Path, name: str, cfg: Any, module: Any, precisi
     what = (f"{compute} on the GPU, torch.compile reduce-overhead, buckets {buckets}" if on_gpu
             else "eager FP32 on the CPU (built without a GPU)")
     (version_dir / "model.py").write_text(render_template(
-        "torch_model.py.j2", model=cfg.model, what=what, input_name=INPUT_NAME, output_name=OUTPUT_NAME))
+        "torch_model.py.j2", model=cfg.model, what=what, input_name=inputs[0].name, output_name=outputs[0].name))
     names = ["model.py", "repo_gen_torch.py", serving.WEIGHTS_FILE, serving.META_FILE, "rebuild.sh"]
     if meta["cache_file"]:
         names.append(meta["cache_file"])

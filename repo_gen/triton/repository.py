@@ -18,14 +18,12 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import json
 import os
 import shutil
 import signal
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,59 +31,11 @@ from repo_gen.config import validate_model_name
 from repo_gen.errors import BuildFailure, UserError
 from repo_gen.fileio import write_atomic, write_json_atomic
 from repo_gen.log import logger
+from repo_gen.manifest import MANIFEST_NAME, MANIFEST_SCHEMA, ModelEntry, read_manifest
 
-MANIFEST_NAME = "repo-gen.json"
-MANIFEST_SCHEMA = 1
+__all__ = ["MANIFEST_NAME", "ModelEntry", "RepositoryTransaction", "locked_manifest", "read_manifest"]
+
 STAGING_PREFIX = ".repo-gen-staging-"
-
-
-@dataclass
-class ModelEntry:
-    """One Triton model that repo-gen created (a row of the manifest).
-
-    Attributes:
-        status: "ready" (all files present), "not_built" (e.g. a plan that needs TensorRT),
-            "inaccurate" (missed its fidelity tolerance; not served unless allowed).
-        backend: Triton backend name ("onnxruntime", "python", "tensorrt", "ensemble").
-        files: paths relative to the repository root.
-    """
-
-    name: str
-    base_model: str
-    runtime: str
-    backend: str
-    precision: str
-    versions: list[int]
-    files: list[str]
-    status: str = "ready"
-    status_reason: str = ""
-    max_batch_size: int = 0
-    data: dict = field(default_factory=dict)
-    extra: dict = field(default_factory=dict)
-
-
-def read_manifest(repo: Path) -> dict[str, Any]:
-    path = repo / MANIFEST_NAME
-    if not path.exists():
-        return {"schema": MANIFEST_SCHEMA, "models": {}, "builds": {}}
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise UserError(f"{path}: unreadable manifest ({e}); restore it or build into a new --output") from e
-    if not isinstance(data, dict) or not isinstance(data.get("models"), dict):
-        raise UserError(f"{path}: not a repo-gen manifest; build into a new --output")
-    for name, entry in data["models"].items():
-        validate_model_name(name, f"manifest {path} model")
-        for f in entry.get("files", []):
-            _check_relative(f, path)
-    data.setdefault("builds", {})
-    return data
-
-
-def _check_relative(rel: str, where: Path) -> None:
-    p = Path(rel)
-    if p.is_absolute() or ".." in p.parts:
-        raise UserError(f"{where}: file path {rel!r} escapes the repository; the manifest was tampered with")
 
 
 @contextlib.contextmanager
@@ -275,7 +225,7 @@ class RepositoryTransaction:
             manifest = dict(self.manifest)
             models = dict(manifest.get("models", {}))
             for name, entry in self.entries.items():
-                models[name] = asdict(entry)
+                models[name] = entry.to_dict()
             manifest["models"] = dict(sorted(models.items()))
             manifest["schema"] = MANIFEST_SCHEMA
             builds = dict(manifest.get("builds", {}))

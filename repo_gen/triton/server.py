@@ -3,25 +3,29 @@
 `repo-gen serve`, the tests, bench and tune all start the server through `TritonServer`, so the
 argv, the environment and the logs are the same everywhere. The exact argv is logged and the
 server's output is kept in a log file (so any failure can be reproduced by hand).
+
+The server runs in its own process group with its python-backend stubs and dies with the process
+that started it (`repo_gen.procs`); each start is recorded so that a run killed before it could
+stop its server is cleaned up by the next (`repo_gen.triton.leftovers`). Every call to the server
+goes through tritonclient's HTTP client.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
-import signal
+import shlex
 import socket
 import subprocess
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from repo_gen import procs
 from repo_gen.errors import BuildFailure, UserError
 from repo_gen.log import logger
 from repo_gen.tools import TritonInstall, cache_dir, find_tritonserver
+from repo_gen.triton import leftovers
 from repo_gen.triton.repository import read_manifest
 
 BACKEND_OF_PLATFORM = {"tensorrt_plan": "tensorrt", "onnxruntime_onnx": "onnxruntime", "pytorch_libtorch": "pytorch",
@@ -143,34 +147,32 @@ class TritonServer:
     install: TritonInstall | None = None
     proc: subprocess.Popen | None = None
     skipped: list[ModelChoice] = field(default_factory=list)
+    # Names of this server's python-backend /dev/shm regions start with it: proof they are ours.
+    shm_prefix: str = field(default_factory=leftovers.new_shm_prefix)
+    _record: leftovers.ServerRecord | None = field(default=None, repr=False)
 
     def argv(self) -> list[str]:
         inst = self.install or find_tritonserver()
         self.install = inst
-        args = [
-            str(inst.binary),
-            f"--model-repository={self.repo.absolute()}",
-            f"--backend-directory={inst.backend_dir}",
-            f"--http-address={self.host}",
-            f"--grpc-address={self.host}",
-            f"--metrics-address={self.host}",
-            f"--http-port={self.ports.http}",
-            f"--grpc-port={self.ports.grpc}",
-            f"--metrics-port={self.ports.metrics}",
-            f"--model-control-mode={self.model_control}",
-            f"--exit-on-error={'true' if self.exit_on_error else 'false'}",
-            "--strict-readiness=true",
-            "--log-verbose=0",
-        ]
-        if self.model_control == "poll":
-            args.append(f"--repository-poll-secs={self.poll_secs}")
-        elif self.models is not None:
-            args += [f"--load-model={m}" for m in self.models]
+        from repo_gen.triton.argv import ServerOptions, tritonserver_argv
         from repo_gen.trt.serve import tritonserver_args
 
+        opts = ServerOptions(
+            repository=str(self.repo.absolute()),
+            host=self.host,
+            http_port=self.ports.http,
+            grpc_port=self.ports.grpc,
+            metrics_port=self.ports.metrics,
+            model_control=self.model_control,
+            models=None if self.models is None else tuple(self.models),
+            exit_on_error=self.exit_on_error,
+            poll_secs=self.poll_secs,
+            backend_directory=str(inst.backend_dir),
+            shm_prefix=self.shm_prefix,
+        )
         # Every server repo-gen starts (serve, bench, tune, tests) gets what its plan models need:
         # the plugin libraries and the version-compatible flag, read from the manifest.
-        return args + tritonserver_args(self.repo, self.models) + list(self.extra_args)
+        return tritonserver_argv(str(inst.binary), opts, tritonserver_args(self.repo, self.models), self.extra_args)
 
     @property
     def http_url(self) -> str:
@@ -187,6 +189,8 @@ class TritonServer:
             choices = choose_models(self.repo, inst.backends)
             self.models = [c.name for c in choices if c.serve]
             self.skipped = [c for c in choices if not c.serve]
+        for message in leftovers.clean_leftovers():
+            logger.warning(message)
         for port, flag in ((self.ports.http, "--http-port"), (self.ports.grpc, "--grpc-port"), (self.ports.metrics, "--metrics-port")):
             check_port_free(self.host, port, flag)
         if self.log_path is None:
@@ -194,13 +198,19 @@ class TritonServer:
             logs.mkdir(exist_ok=True)
             self.log_path = logs / f"tritonserver-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
         argv = self.argv()
-        logger.info("starting: " + " ".join(argv))
+        logger.debug("starting: " + " ".join(argv))
         env = dict(os.environ)
         env.update(inst.env)
-        log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the process lifetime
-        self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-        log.close()
-        self.wait_ready(timeout_s)
+        try:
+            with open(self.log_path, "ab") as log:
+                log.write(f"$ {shlex.join(argv)}\n".encode())  # the log says how to rerun it by hand
+                log.flush()
+                self.proc = procs.popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env)
+            self._record = leftovers.record(self.proc.pid, argv[0], self.shm_prefix, vars(self.ports), str(self.log_path))
+            self.wait_ready(timeout_s)
+        except BaseException:
+            self.stop()  # interrupted or failed while starting: never leave tritonserver running behind us
+            raise
         return self
 
     def log_tail(self, n: int = 30) -> str:
@@ -214,20 +224,29 @@ class TritonServer:
         return [ln for ln in self.log_path.read_text(errors="replace").splitlines()
                 if "failed to load" in ln or "Invalid argument" in ln or "error:" in ln.lower()]
 
-    def _get(self, path: str, timeout: float = 2.0) -> tuple[int, bytes]:
+    def client(self, timeout_s: float = 10.0) -> Any:
+        """A tritonclient HTTP client of this server (the caller closes it)."""
+        import tritonclient.http as httpclient
+
+        return httpclient.InferenceServerClient(self.http_url, connection_timeout=timeout_s, network_timeout=timeout_s)
+
+    def _ask(self, question: str, timeout_s: float = 2.0) -> bool:
         try:
-            with urllib.request.urlopen(f"http://{self.http_url}{path}", timeout=timeout) as r:  # noqa: S310 - loopback URL we built
-                return r.status, r.read()
-        except urllib.error.HTTPError as e:
-            return e.code, e.read()
-        except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
-            return 0, b""
+            client = self.client(timeout_s)
+        except Exception:  # noqa: BLE001 - an unreachable server is a "no"
+            return False
+        try:
+            return bool(getattr(client, question)())
+        except Exception:  # noqa: BLE001 - tritonclient raises socket and its own errors alike
+            return False
+        finally:
+            client.close()
 
     def is_ready(self) -> bool:
-        return self._get("/v2/health/ready")[0] == 200
+        return self._ask("is_server_ready")
 
     def is_live(self) -> bool:
-        return self._get("/v2/health/live")[0] == 200
+        return self._ask("is_server_live")
 
     def alive(self) -> bool:
         """The process we started still runs and answers; what measurements ask after a failed point."""
@@ -253,39 +272,47 @@ class TritonServer:
 
     def repository_index(self) -> list[dict]:
         """Triton's own view: every model with its state (READY, UNAVAILABLE) and reason."""
-        req = urllib.request.Request(f"http://{self.http_url}/v2/repository/index", data=b"{}", method="POST")
-        with urllib.request.urlopen(req, timeout=10) as r:  # noqa: S310 - loopback
-            return json.loads(r.read())
+        client = self.client()
+        try:
+            return list(client.get_model_repository_index())
+        finally:
+            client.close()
+
+    def _control(self, action: str, name: str, timeout_s: float, **kwargs: Any) -> tuple[int, str]:
+        """(HTTP status, message) of a repository load/unload; 200 and "" on success."""
+        from tritonclient.utils import InferenceServerException
+
+        client = self.client(timeout_s)
+        try:
+            getattr(client, action)(name, **kwargs)
+            return 200, ""
+        except InferenceServerException as e:
+            status = str(e.status() or "")
+            return (int(status) if status.isdigit() else 400), str(e.message())
+        finally:
+            client.close()
 
     def load_model(self, name: str, config: str | None = None) -> tuple[int, str]:
-        body = json.dumps({"parameters": {"config": config}} if config else {}).encode()
-        req = urllib.request.Request(f"http://{self.http_url}/v2/repository/models/{name}/load", data=body, method="POST")
-        try:
-            with urllib.request.urlopen(req, timeout=300) as r:  # noqa: S310 - loopback
-                return r.status, r.read().decode()
-        except urllib.error.HTTPError as e:
-            return e.code, e.read().decode()
+        """Load (or reload) `name`, with `config` (JSON) instead of its config.pbtxt when given."""
+        return self._control("load_model", name, 300.0, config=config)
 
     def unload_model(self, name: str) -> tuple[int, str]:
-        req = urllib.request.Request(f"http://{self.http_url}/v2/repository/models/{name}/unload", data=b"{}", method="POST")
-        try:
-            with urllib.request.urlopen(req, timeout=120) as r:  # noqa: S310 - loopback
-                return r.status, r.read().decode()
-        except urllib.error.HTTPError as e:
-            return e.code, e.read().decode()
+        return self._control("unload_model", name, 120.0)
 
     def stop(self, timeout_s: float = 30.0) -> int | None:
-        if self.proc is None or self.proc.poll() is not None:
-            return None if self.proc is None else self.proc.returncode
-        with contextlib.suppress(ProcessLookupError):
-            # SIGTERM, not SIGINT: a process started from a background shell ignores SIGINT.
-            os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            return self.proc.wait(10)
+        """Stop the server and its python-backend stubs (its process group); forget its record."""
+        if self.proc is None:
+            return None
+        # SIGTERM, not SIGINT: a process started from a background shell ignores SIGINT.
+        code = procs.stop_group(self.proc, timeout_s)
+        if self._record is not None:
+            leftovers.kill_proven(self._record)  # stubs that outlived the server
+        # Stubs that were killed (not shut down by the server) leave their regions: ours by the prefix.
+        for region in leftovers.shm_regions(self.shm_prefix):
+            region.unlink(missing_ok=True)
+        leftovers.forget(self._record)
+        self._record = None
+        return code
 
     def __enter__(self) -> TritonServer:
         if self.proc is None:

@@ -2,5 +2,5 @@
 
 `builder.py` is the only module that imports `tensorrt` (and it does so lazily); everything
 else here is pure logic (`profile.py`, `trtexec.py`), file writing (`repository.py`) or
-machine inspection without TensorRT (`cuda.py`, `doctor.py`, `serve.py`).
+machine inspection without TensorRT (`cuda.py`, `serve.py`; the doctor rows live in `repo_gen.doctor`).
 """

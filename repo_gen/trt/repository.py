@@ -33,10 +33,10 @@ from typing import Any
 from repo_gen.config import DEFAULT_INSTANCES, BuildConfig
 from repo_gen.errors import UserError
 from repo_gen.log import logger
-from repo_gen.onnx.export import INPUT_NAME
 from repo_gen.precision import PrecisionVariant
+from repo_gen.results import WriteRequest, WrittenModel
 from repo_gen.triton.config import ModelConfigSpec
-from repo_gen.triton.models import classifier_io, warmups, write_config_and_labels
+from repo_gen.triton.models import warmups, write_config_and_labels
 from repo_gen.triton.render import render_template
 from repo_gen.trt import profile as prof
 from repo_gen.trt.trtexec import (
@@ -55,6 +55,7 @@ PLUGIN_ONNX_NAME = "model_plugins.onnx"
 PLUGIN_SCRIPT_NAME = "rebuild_engine_plugins.sh"
 ALLOCATION_STRATEGY = "STATIC"  # one profile: STATIC and ON_PROFILE_CHANGE allocate the same memory, once
 STANDARD_ONNX_DOMAINS = ("", "ai.onnx", "ai.onnx.ml")
+Candidate = tuple[str, Path, tuple[str, ...]]  # (kind "native" | "plugin", ONNX graph, plugin libraries)
 
 
 def default_timing_cache() -> Path:
@@ -89,7 +90,7 @@ def can_build_here() -> tuple[bool, str]:
 
 
 def _candidates(cfg: BuildConfig, variant: PrecisionVariant, plugin_onnx: Path | None,
-                plugin_lib: Path | None) -> list[tuple[str, Path, tuple[str, ...]]]:
+                plugin_lib: Path | None) -> list[Candidate]:
     """(kind, onnx, plugin libs) to build, in preference order for ties."""
     native = ("native", Path(variant.trt_onnx), ())
     if cfg.plugins == "off":
@@ -124,18 +125,22 @@ def _write_script(path: Path, text: str) -> None:
     path.chmod(0o755)
 
 
-def write_tensorrt_model(
-    model_dir: Path,
-    name: str,
-    variant: PrecisionVariant,
-    cfg: BuildConfig,
-    labels: list[str],
-    num_classes: int,
-    *,
-    plugin_onnx: Path | None = None,
-    plugin_lib: Path | None = None,
-) -> tuple[list[str], str, str, dict[str, Any]]:
-    """Write the plan model `name` into the staged `model_dir`.
+def write_plan_model(req: WriteRequest) -> WrittenModel:
+    """The `trt` runtime writer: the plugin graph first when the build uses plugins, then the plan model."""
+    from repo_gen.trt.plugin_graph import plugin_graph, uses_plugins
+
+    if not uses_plugins(req.cfg):
+        return write_tensorrt_model(req)
+    assert req.work is not None
+    plugin_onnx, plugin_lib, rewrite = plugin_graph(req.cfg, req.variant, req.work, req.plugin_library)
+    written = write_tensorrt_model(req, plugin_onnx=plugin_onnx, plugin_lib=plugin_lib)
+    written.details["plugin_rewrite"] = rewrite
+    return written
+
+
+def write_tensorrt_model(req: WriteRequest, *, plugin_onnx: Path | None = None,
+                         plugin_lib: Path | None = None) -> WrittenModel:
+    """Write the plan model `req.name` into the staged `req.model_dir`.
 
     Args:
         plugin_onnx: the variant's graph with plugin nodes (from the ONNX plugin rewrite); None
@@ -143,17 +148,12 @@ def write_tensorrt_model(
         plugin_lib: plugin library; None means `cfg.trt_plugin_lib`.
 
     Returns:
-        (files relative to model_dir, status "ready" | "not_built", one-line reason, manifest extra).
+        status "ready" (plan built here) or "not_built" (one-line reason), and the plan's details.
     """
+    cfg, model_dir, name = req.cfg, req.model_dir, req.name
     assert cfg.image_size is not None and cfg.opt_batch is not None
-    profile = prof.profile_shapes(INPUT_NAME, (3, cfg.image_size, cfg.image_size), cfg.opt_batch, cfg.max_batch)
-    preferred = prof.preferred_batch_sizes(cfg.opt_batch, cfg.max_batch)
-    graphs = prof.cuda_graph_batch_sizes(preferred, cfg.max_batch)
-    candidates = _candidates(cfg, variant, plugin_onnx, plugin_lib)
-    final_dir = Path(cfg.output).absolute() / name
-    plan_rel = f"{cfg.version}/{PLAN_NAME}"
-    image = cfg.extra.get("triton_image") if isinstance(cfg.extra, dict) else None
-
+    profile = prof.profile_shapes(req.inputs[0].name, tuple(req.inputs[0].dims), cfg.opt_batch, cfg.max_batch)
+    candidates = _candidates(cfg, req.variant, plugin_onnx, plugin_lib)
     build_here, why = can_build_here()
     results: dict[str, dict[str, Any]] = {}
     chosen = candidates[0]
@@ -161,108 +161,144 @@ def write_tensorrt_model(
         chosen, results = _build_and_choose(model_dir, name, cfg, profile, candidates)
     kind, onnx_src, libs = chosen
 
-    # --- files every plan model has ------------------------------------------------------
-    inp, out = classifier_io(cfg.image_size, num_classes, variant.io_dtype)
-    spec = ModelConfigSpec(
-        name=name,
-        template="tensorrt_plan",
-        max_batch_size=profile.max_batch,
-        inputs=[inp],
-        outputs=[out],
-        max_queue_delay_us=cfg.max_queue_delay_us,
-        preferred_batch_sizes=preferred,
-        instance_count=cfg.instance_count or DEFAULT_INSTANCES["trt"],
-        instance_kind="KIND_GPU",
-        warmup=warmups(inp, prof.warmup_batch_sizes(profile.max_batch)),
-        parameters={"execution_context_allocation_strategy": ALLOCATION_STRATEGY},
-        cuda_graphs=[(r.batch_size, r.lower_bound) for r in prof.graph_ranges(graphs)],
-        default_model_filename=PLAN_NAME,
-    )
-    files = write_config_and_labels(model_dir, spec, labels)
+    spec = _plan_config(req, profile)
+    files = write_config_and_labels(model_dir, spec, req.labels)
     shutil.copyfile(onnx_src, model_dir / ONNX_NAME)
     rebuild = _rebuild_spec(cfg, profile, libs, ONNX_NAME)
     _write_script(model_dir / SCRIPT_NAME, render_rebuild_script(rebuild, name))
     files += [ONNX_NAME, SCRIPT_NAME, README_NAME]
-
-    alternatives = ""
     pending_plugin = cfg.plugins == "auto" and not build_here and len(candidates) > 1
     if pending_plugin:
-        _, p_onnx, p_libs = candidates[1]
-        shutil.copyfile(p_onnx, model_dir / PLUGIN_ONNX_NAME)
-        p_spec = _rebuild_spec(cfg, profile, p_libs, PLUGIN_ONNX_NAME)
-        _write_script(model_dir / PLUGIN_SCRIPT_NAME, render_rebuild_script(p_spec, name))
-        files += [PLUGIN_ONNX_NAME, PLUGIN_SCRIPT_NAME]
-        alternatives = (
-            f"Not decided yet (TensorRT was not available at build time). `{SCRIPT_NAME}` builds the native "
-            f"engine, `{PLUGIN_SCRIPT_NAME}` the one with plugins; time both at the opt batch, e.g. "
-            f"`trtexec --loadEngine={plan_rel} --shapes={prof.shape_arg(profile, 'opt')} "
-            + "".join(f"--staticPlugins={lib} " for lib in p_libs)
-            + "--useCudaGraph`, and keep the faster (GUIDE: plugins can break TensorRT's fusions and lose)."
-        )
-    elif len(results) > 1:
-        alternatives = "Both were built and timed at the opt batch here; kept: " + kind + ". " + ", ".join(
-            f"{k}: {r.get('latency_ms', float('nan')):.3f} ms" for k, r in results.items())
+        files += _write_pending_plugin(req, profile, candidates[1])
+    details = _plan_details(cfg, profile, spec, kind, libs, candidates, results, build_here, pending_plugin)
 
-    extra: dict[str, Any] = {
+    if build_here:
+        details["tensorrt_version"] = results[kind]["tensorrt_version"]
+        status, reason = "ready", f"built with {why}"
+        files += [details["plan"], BUILD_REPORT_NAME] + ([LAYER_INFO_NAME] if (model_dir / LAYER_INFO_NAME).exists() else [])
+        report = {"model": name, "engine": kind, "built_with": why, "results": results,
+                  "rebuild": render_rebuild_script(rebuild, name).splitlines()[-1:]}
+        (model_dir / BUILD_REPORT_NAME).write_text(json.dumps(report, indent=1, default=str) + "\n")
+        plan_status = f"built here with {why}"
+    else:
+        _remove_stale_plan(model_dir, name, details["plan"])
+        status = "not_built"
+        reason = f"plan not built: {why}; run {SCRIPT_NAME} inside the serving tritonserver image"
+        plan_status = f"**not built yet** ({why})"
+        final_dir = Path(cfg.output).absolute() / name
+        logger.warning(f"{name}: skipped {details['plan']}: {why}; build it with {final_dir / SCRIPT_NAME} inside the "
+                       f"tritonserver image you serve with (command in {final_dir / README_NAME})")
+
+    alternatives = _alternatives(details["plan"], profile, kind, candidates, results, pending_plugin)
+    _write_readme(req, profile, spec, details, rebuild, libs, plan_status, alternatives)
+    return WrittenModel(files, status, reason, spec.max_batch_size, req.inputs, req.outputs, details)
+
+
+def _plan_config(req: WriteRequest, profile: prof.ProfileShapes) -> ModelConfigSpec:
+    """config.pbtxt of a plan: max_batch_size = the profile's max, preferred sizes, CUDA graphs, warm-up."""
+    cfg = req.cfg
+    assert cfg.opt_batch is not None
+    preferred = prof.preferred_batch_sizes(cfg.opt_batch, cfg.max_batch)
+    graphs = prof.cuda_graph_batch_sizes(preferred, cfg.max_batch)
+    return ModelConfigSpec(
+        name=req.name,
+        template="tensorrt_plan",
+        max_batch_size=profile.max_batch,
+        inputs=req.inputs,
+        outputs=req.outputs,
+        max_queue_delay_us=cfg.max_queue_delay_us,
+        preferred_batch_sizes=preferred,
+        instance_count=cfg.instance_count or DEFAULT_INSTANCES["trt"],
+        instance_kind="KIND_GPU",
+        warmup=warmups(req.inputs[0], prof.warmup_batch_sizes(profile.max_batch)),
+        parameters={"execution_context_allocation_strategy": ALLOCATION_STRATEGY},
+        cuda_graphs=[(r.batch_size, r.lower_bound) for r in prof.graph_ranges(graphs)],
+        default_model_filename=PLAN_NAME,
+    )
+
+
+def _write_pending_plugin(req: WriteRequest, profile: prof.ProfileShapes, plugin: Candidate) -> list[str]:
+    """`--plugins auto` without TensorRT here: the plugin graph and its own rebuild script, to time later."""
+    _, p_onnx, p_libs = plugin
+    shutil.copyfile(p_onnx, req.model_dir / PLUGIN_ONNX_NAME)
+    p_spec = _rebuild_spec(req.cfg, profile, p_libs, PLUGIN_ONNX_NAME)
+    _write_script(req.model_dir / PLUGIN_SCRIPT_NAME, render_rebuild_script(p_spec, req.name))
+    return [PLUGIN_ONNX_NAME, PLUGIN_SCRIPT_NAME]
+
+
+def _plan_details(cfg: BuildConfig, profile: prof.ProfileShapes, spec: ModelConfigSpec, kind: str,
+                  libs: tuple[str, ...], candidates: list[Candidate], results: dict[str, dict[str, Any]],
+                  build_here: bool, pending_plugin: bool) -> dict[str, Any]:
+    """The manifest's record of a plan model (`tensorrt_version` is filled in once built)."""
+    return {
         "tensorrt_version": None,
-        "plan": plan_rel,
+        "plan": f"{cfg.version}/{PLAN_NAME}",
         "engine": kind,
         "plugin_libs": list(libs) + ([lib for lib in candidates[1][2] if lib not in libs] if pending_plugin else []),
         "version_compatible": cfg.version_compatible,
         "builder_opt_level": cfg.builder_opt_level,
         "profile": {"input": profile.input_name, "min": list(profile.min), "opt": list(profile.opt),
                     "max": list(profile.max)},
-        "preferred_batch_sizes": preferred,
-        "cuda_graph_batch_sizes": graphs,
+        "preferred_batch_sizes": spec.preferred_batch_sizes,
+        "cuda_graph_batch_sizes": [b for b, _ in spec.cuda_graphs],
         "rebuild_script": SCRIPT_NAME,
         "plugins": {"mode": cfg.plugins, "chosen": kind if (build_here or len(candidates) == 1) else "pending",
                     "candidates": {k: results.get(k, {"status": "pending"}) for k, _, _ in candidates}},
     }
 
-    if build_here:
-        built = results[kind]
-        extra["tensorrt_version"] = built["tensorrt_version"]
-        status, reason = "ready", f"built with {why}"
-        files += [plan_rel, BUILD_REPORT_NAME] + ([LAYER_INFO_NAME] if (model_dir / LAYER_INFO_NAME).exists() else [])
-        report = {"model": name, "engine": kind, "built_with": why, "results": results,
-                  "rebuild": render_rebuild_script(rebuild, name).splitlines()[-1:]}
-        (model_dir / BUILD_REPORT_NAME).write_text(json.dumps(report, indent=1, default=str) + "\n")
-        plan_status = f"built here with {why}"
-    else:
-        stale = model_dir / plan_rel
-        if stale.exists():
-            stale.unlink()
-            logger.info(f"{name}: removed {plan_rel} carried over from an earlier build (compiled from another ONNX)")
-        status = "not_built"
-        reason = f"plan not built: {why}; run {SCRIPT_NAME} inside the serving tritonserver image"
-        plan_status = f"**not built yet** ({why})"
-        logger.warning(f"{name}: skipped {plan_rel}: {why}; build it with {final_dir / SCRIPT_NAME} inside the "
-                       f"tritonserver image you serve with (command in {final_dir / README_NAME})")
 
+def _remove_stale_plan(model_dir: Path, name: str, plan_rel: str) -> None:
+    stale = model_dir / plan_rel
+    if stale.exists():
+        stale.unlink()
+        logger.info(f"{name}: removed {plan_rel} carried over from an earlier build (compiled from another ONNX)")
+
+
+def _alternatives(plan_rel: str, profile: prof.ProfileShapes, kind: str, candidates: list[Candidate],
+                  results: dict[str, dict[str, Any]], pending_plugin: bool) -> str:
+    """The README's paragraph on native vs plugin engines ("" with one candidate)."""
+    if pending_plugin:
+        p_libs = candidates[1][2]
+        return (
+            f"Not decided yet (TensorRT was not available at build time). `{SCRIPT_NAME}` builds the native "
+            f"engine, `{PLUGIN_SCRIPT_NAME}` the one with plugins; time both at the opt batch, e.g. "
+            f"`trtexec --loadEngine={plan_rel} --shapes={prof.shape_arg(profile, 'opt')} "
+            + "".join(f"--staticPlugins={lib} " for lib in p_libs)
+            + "--useCudaGraph`, and keep the faster (GUIDE: plugins can break TensorRT's fusions and lose)."
+        )
+    if len(results) > 1:
+        return "Both were built and timed at the opt batch here; kept: " + kind + ". " + ", ".join(
+            f"{k}: {r.get('latency_ms', float('nan')):.3f} ms" for k, r in results.items())
+    return ""
+
+
+def _write_readme(req: WriteRequest, profile: prof.ProfileShapes, spec: ModelConfigSpec, details: dict[str, Any],
+                  rebuild: RebuildSpec, libs: tuple[str, ...], plan_status: str, alternatives: str) -> None:
+    cfg = req.cfg
+    image = cfg.triton_image
     readme = render_template(
         "trt_model_README.md.j2",
-        model_name=name,
-        precision=variant.precision,
+        model_name=req.name,
+        precision=req.variant.precision,
         max_batch=profile.max_batch,
-        preferred=", ".join(str(b) for b in preferred),
-        graphs=", ".join(str(b) for b in graphs),
-        plan_rel=plan_rel,
+        preferred=", ".join(str(b) for b in spec.preferred_batch_sizes),
+        graphs=", ".join(str(b) for b in details["cuda_graph_batch_sizes"]),
+        plan_rel=details["plan"],
         plan_status=plan_status,
         version_compatible=cfg.version_compatible,
         repo_dir=shlex.quote(str(Path(cfg.output).absolute())),
-        image_given=image if isinstance(image, str) else "",
-        docker_command=docker_command(Path(cfg.output), name, rebuild, image if isinstance(image, str) else None),
+        image_given=image or "",
+        docker_command=docker_command(Path(cfg.output), req.name, rebuild, image),
         plugin_libs=list(libs),
         alternatives=alternatives,
     )
-    (model_dir / README_NAME).write_text(readme)
-    return files, status, reason, extra
+    (req.model_dir / README_NAME).write_text(readme)
 
 
 def _build_and_choose(
     model_dir: Path, name: str, cfg: BuildConfig, profile: prof.ProfileShapes,
-    candidates: list[tuple[str, Path, tuple[str, ...]]],
-) -> tuple[tuple[str, Path, tuple[str, ...]], dict[str, dict[str, Any]]]:
+    candidates: list[Candidate],
+) -> tuple[Candidate, dict[str, dict[str, Any]]]:
     """Build every candidate; with more than one, keep the lowest latency at the opt batch."""
     from repo_gen.trt.builder import EngineSpec, build_engine, plan_latency_ms
 

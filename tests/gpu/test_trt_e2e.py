@@ -74,8 +74,8 @@ def _inputs(dtype: np.dtype, batch: int, seed: int) -> np.ndarray:
 
 
 def test_plan_is_built_and_recorded(built):
+    from repo_gen.doctor import check_plans
     from repo_gen.trt.builder import plan_max_batch
-    from repo_gen.trt.doctor import check_plans
 
     repo, name, _, entry = built
     assert entry["status"] == "ready", entry["status_reason"]

@@ -19,7 +19,7 @@ from repo_gen.onnx.plugin_rewrite import (
     plugin_rewrite_report,
     rewrite_plugins,
 )
-from repo_gen.onnx.reference_ops import node_errors, reference_model, reference_session, register
+from tests.onnx.reference_ops import node_errors, reference_model, reference_session, register
 
 IMAGE = 256  # MobileViT's own resolution: N = 256/64/16 tokens, the shapes the plugins are built for
 FP32_TOL = 1e-5
@@ -336,9 +336,10 @@ def test_unmatched_patterns_stay_native(kw, kind, reason):
 
 
 def test_build_plugins_auto_without_tensorrt_is_pending(xxs_path, tmp_path, monkeypatch):
-    from repo_gen.build import plugin_graph
     from repo_gen.config import BuildConfig
     from repo_gen.precision import PrecisionVariant
+    from repo_gen.results import WriteRequest
+    from repo_gen.trt.plugin_graph import plugin_graph
     from repo_gen.trt.repository import can_build_here, write_tensorrt_model
 
     if can_build_here()[0]:
@@ -353,16 +354,17 @@ def test_build_plugins_auto_without_tensorrt_is_pending(xxs_path, tmp_path, monk
     assert record["library"]["exists"] is False
     d = tmp_path / "stage"
     d.mkdir()
-    files, status, _, extra = write_tensorrt_model(d, "m", variant, cfg, ["a"] * 1000, 1000, plugin_onnx=onnx_path,
-                                                   plugin_lib=lib)
+    w = write_tensorrt_model(WriteRequest.make(cfg, "m", d, variant, ["a"] * 1000), plugin_onnx=onnx_path,
+                             plugin_lib=lib)
+    files, status, extra = w.files, w.status, w.details
     assert status == "not_built" and extra["plugins"]["chosen"] == "pending"
     assert "model_plugins.onnx" in files
 
 
 def test_build_plugins_on_without_library_is_a_user_error(tmp_path, monkeypatch):
-    from repo_gen.build import plugin_library
     from repo_gen.config import BuildConfig
     from repo_gen.errors import UserError
+    from repo_gen.trt.plugin_graph import plugin_library
 
     monkeypatch.setenv("REPO_GEN_PLUGIN_LIB", str(tmp_path / "libmobilevit_plugins.so"))
     cfg = BuildConfig(model="mobilevit_xxs", output=tmp_path / "repo", runtimes=("trt",), plugins="on")

@@ -13,14 +13,13 @@ from PIL import Image
 
 from repo_gen.cli import main
 from repo_gen.errors import BuildFailure, UserError
-from repo_gen.perf.analyzer import PerfSettings
 from repo_gen.perf.bench import BenchConfig, run_bench
-from tests.conftest import TEST_MODEL
+from tests.conftest import LOOSE_PERF_ARGS, TEST_MODEL, loose_perf_settings
 
 pytestmark = pytest.mark.server
 PY_MODEL = f"{TEST_MODEL}_py_fp32"
-# Short windows, loose stability: these tests check the plumbing, not the numbers.
-FAST = ["--measurement-interval-ms", "500", "--stability-percentage", "250", "--max-trials", "6"]
+# Count windows, loose stability (tests/conftest.py): these tests check the plumbing, not the machine.
+FAST = LOOSE_PERF_ARGS
 
 
 def _png_ok(path):
@@ -56,7 +55,7 @@ def test_bench_cli_starts_server_and_writes_csv_report_plots(repo_copy, perf_ana
 
 
 def test_bench_against_running_server_random_data(triton, perf_analyzer, fp32_repo, tmp_path):
-    s = PerfSettings(measurement_interval_ms=500, stability_percentage=50, max_trials=6, relax=(200, 1000))
+    s = loose_perf_settings()
     res = run_bench(BenchConfig(fp32_repo, models=[PY_MODEL], url=triton.grpc_url, concurrency=[1], batch_sizes=[1],
                                 output=tmp_path / "b", input_data="random", settings=s))
     assert len(res.points) == 1 and res.complete
@@ -65,8 +64,7 @@ def test_bench_against_running_server_random_data(triton, perf_analyzer, fp32_re
 
 def test_bench_with_system_shared_memory(triton, perf_analyzer, fp32_repo, tmp_path):
     """The real perf_analyzer registers system shared memory with the real server for inputs and outputs."""
-    s = PerfSettings(measurement_interval_ms=500, stability_percentage=50, max_trials=6, relax=(200, 1000),
-                     shared_memory="system")
+    s = loose_perf_settings(shared_memory="system")
     res = run_bench(BenchConfig(fp32_repo, models=[PY_MODEL], url=triton.grpc_url, concurrency=[2], batch_sizes=[2],
                                 output=tmp_path / "b", input_data="real", settings=s))
     assert len(res.points) == 1 and res.complete and res.points[0].throughput > 0
@@ -95,7 +93,7 @@ def test_server_dying_mid_bench_is_reported_and_measurements_kept(repo_copy, per
 
     killer = threading.Thread(target=kill_after_first_point, daemon=True)
     killer.start()
-    s = PerfSettings(measurement_interval_ms=500, stability_percentage=50, max_trials=6, relax=(200, 1000), timeout_s=60)
+    s = loose_perf_settings(timeout_s=60)
     try:
         with pytest.raises(BuildFailure, match="stopped answering.*kept the 1 point"):
             run_bench(BenchConfig(repo_copy, models=[PY_MODEL], url=server.grpc_url, concurrency=[1, 2, 4],
@@ -105,5 +103,8 @@ def test_server_dying_mid_bench_is_reported_and_measurements_kept(repo_copy, per
         server.stop()
     rows = list(csv.DictReader((out / "results.csv").open()))
     assert len(rows) == 1 and float(rows[0]["throughput"]) > 0
+    from repo_gen.triton.leftovers import shm_regions
+
+    assert not shm_regions(server.shm_prefix), "the killed server's stubs left shared memory behind"
     report = (out / "report.md").read_text()
     assert "INCOMPLETE" in report and "stopped answering" in report

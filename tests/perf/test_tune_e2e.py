@@ -7,7 +7,7 @@ import pytest
 from repo_gen.cli import main
 from repo_gen.perf.tune import candidate_of
 from repo_gen.triton.render import parse_config
-from tests.conftest import TEST_MODEL
+from tests.conftest import LOOSE_PERF_ARGS, TEST_MODEL
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 PY_MODEL = f"{TEST_MODEL}_py_fp32"
@@ -23,8 +23,7 @@ def test_tune_2x2_writes_a_config_triton_loads(repo_copy, perf_analyzer, tmp_pat
     code = main(["tune", "--model-repository", str(repo_copy), "--model", PY_MODEL, "--instance-counts", "1,2",
                  "--queue-delays-us", "0,100", "--max-batch-sizes", "8", "--preferred-batch-sizes", "none",
                  "--concurrency", "1", "--input-data", "random", "--work-dir", str(tmp_path / "work"),
-                 "--measurement-mode", "count_windows", "--measurement-request-count", "4",
-                 "--stability-percentage", "250", "--max-trials", "6"])
+                 *LOOSE_PERF_ARGS])
     assert code == 0
     assert (repo_copy / PY_MODEL / "config.pbtxt.orig").read_text() == slow
     tuned = parse_config(cfg_path.read_text())
@@ -36,7 +35,11 @@ def test_tune_2x2_writes_a_config_triton_loads(repo_copy, perf_analyzer, tmp_pat
     assert tuning["changed"] and tuning["after"]["throughput"] > tuning["before"]["throughput"]
     assert f"{PY_MODEL}/config.pbtxt.orig" in record["files"]
     details = json.loads((tmp_path / "work" / "tune.json").read_text())
-    assert 3 <= len(details["trials"]) <= 5  # start + at most the 2x2 grid
+    # the start, the other instance count at the start's delay, then the 2x2 grid from the best two
+    assert 3 <= len(details["trials"]) <= 6
+    decision = details["decision"]  # the leaders were measured again and a named rule decided
+    assert decision["rule"] and decision["detail"] and all(len(ld["samples"]) >= 1 for ld in decision["leaders"])
+    assert tuning["rule"] == decision["rule"]
 
     # A fresh server loads the written file (not an override): the model is READY.
     from repo_gen.triton.server import TritonServer, free_ports

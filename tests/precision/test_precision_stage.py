@@ -36,7 +36,8 @@ def test_variants_contract_and_report(xxs64, tmp_path):
     for v in vs:
         onnx.checker.check_model(onnx.load(str(v.serve_onnx)))
         assert v.status in ("ready", "inaccurate")
-        assert v.fidelity["cosine_mean"] > 0.99 and "trt" in v.fidelity
+        assert v.fidelity.metrics["cosine_mean"] > 0.99 and v.trt_fidelity is not None
+        assert v.fidelity.tolerance is v.trt_fidelity.tolerance is not None
         json.dumps(v.report)  # the manifest and the stage cache store it as JSON
         assert "| fp32 |" in v.report["table_md"] and "| int8 |" in v.report["table_md"]
         assert "NOT representative" in v.report["table_md"]
@@ -88,7 +89,7 @@ def test_digits_fixture_real_accuracy(tmp_path):
     assert top1_fp32 > 90
     fp16, int8 = vs
     assert fp16.status == "ready" and int8.status == "ready"
-    assert fp16.fidelity["accuracy"]["top1"] == top1_fp32
-    assert int8.fidelity["accuracy"]["top1"] >= top1_fp32 - 1.0
-    assert int8.fidelity["trt"]["accuracy"]["top1"] >= top1_fp32 - 1.0
+    assert fp16.fidelity.metrics["accuracy"]["top1"] == top1_fp32
+    assert int8.fidelity.metrics["accuracy"]["top1"] >= top1_fp32 - 1.0
+    assert int8.trt_fidelity.metrics["accuracy"]["top1"] >= top1_fp32 - 1.0
     assert "10 classes (real accuracy)" in fp16.report["table_md"]

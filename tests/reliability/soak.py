@@ -10,11 +10,12 @@ slice's p99 against the first's.
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from repo_gen import procs
 
 
 def run_soak(pa: Any, grpc_url: str, model: str, concurrency: int, seconds: float, out_dir: Path,
@@ -29,9 +30,9 @@ def run_soak(pa: Any, grpc_url: str, model: str, concurrency: int, seconds: floa
             "--measurement-mode", "time_windows", "--measurement-interval", str(interval_ms),
             "--stability-percentage", "100000", "--max-trials", "3", "--percentile", "99",
             "--profile-export-file", str(profile), "-f", str(csv)]
-    proc = subprocess.run(argv, capture_output=True, text=True, env=pa.env, timeout=seconds * 3 + 300)  # noqa: S603
-    (out_dir / "soak_perf_analyzer.log").write_text(" ".join(argv) + "\n\n" + proc.stdout + proc.stderr)
-    res: dict[str, Any] = {"argv": argv, "returncode": proc.returncode, "output_tail": (proc.stdout + proc.stderr)[-3000:],
+    rc, out, _ = procs.run(argv, seconds * 3 + 300, env=pa.env)  # own group, killed with us
+    (out_dir / "soak_perf_analyzer.log").write_text(" ".join(argv) + "\n\n" + out)
+    res: dict[str, Any] = {"argv": argv, "returncode": rc, "output_tail": out[-3000:],
                            "concurrency": concurrency, "seconds": seconds}
     if not profile.exists():
         res.update(served=0, failed=-1)

@@ -7,7 +7,6 @@ import json
 import os
 import shutil
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
@@ -177,6 +176,7 @@ def test_entries_are_atomic_and_pruned(tmp_path):
 
 def test_precision_variants_round_trip(tmp_path):
     from repo_gen.precision import PrecisionVariant
+    from repo_gen.results import Fidelity, Tolerance
 
     cache = StageCache(root=tmp_path / "stages")
     cfg = _cfg(precisions=("fp32", "fp16", "int8"))
@@ -185,23 +185,24 @@ def test_precision_variants_round_trip(tmp_path):
     (work / "fp16.onnx").write_bytes(b"fp16 graph")
     (work / "int8_serve.onnx").write_bytes(b"int8 serve graph")
     (work / "int8_trt.onnx").write_bytes(b"int8 trt graph")
-    made = [PrecisionVariant("fp16", work / "fp16.onnx", work / "fp16.onnx", "fp32", {"rel_l2": 1e-4}, "ready"),
-            PrecisionVariant("int8", work / "int8_serve.onnx", work / "int8_trt.onnx", "fp32", {"cosine": 0.999},
-                             "inaccurate", "cosine 0.98 < 0.99", {"calibration": "max"})]
+    tol = Tolerance("mean cosine similarity >= tolerance", 0.99)
+    made = [PrecisionVariant("fp16", work / "fp16.onnx", work / "fp16.onnx", "fp32", Fidelity({"rel_l2": 1e-4}), "ready"),
+            PrecisionVariant("int8", work / "int8_serve.onnx", work / "int8_trt.onnx", "fp32",
+                             Fidelity({"cosine": 0.999}, tol, "int8.onnx"), "inaccurate", "cosine 0.98 < 0.99",
+                             {"calibration": "max"}, trt_fidelity=Fidelity({"cosine": 0.98}, tol, "int8_trt.onnx"))]
     store_variants(cache, variant_keys(cache, "f" * 64, cfg, ["fp16", "int8"]), made, seconds=10.0)
     other = tmp_path / "work2"
     other.mkdir()
-    report = SimpleNamespace(timings_s={}, notes=[])
-    got = restore_variants(cache, variant_keys(cache, "f" * 64, cfg, ["fp16", "int8"]), other, report)
+    got = restore_variants(cache, variant_keys(cache, "f" * 64, cfg, ["fp16", "int8"]), other)
     assert set(got) == {"fp16", "int8"}
     for v in made:
         g = got[v.precision]
-        assert (g.io_dtype, g.fidelity, g.status, g.status_reason, g.report) == \
-            (v.io_dtype, v.fidelity, v.status, v.status_reason, v.report)
+        assert g.record() == v.record() and g.trt_fidelity == v.trt_fidelity
         assert g.serve_onnx.read_bytes() == v.serve_onnx.read_bytes()
         assert g.trt_onnx.read_bytes() == v.trt_onnx.read_bytes()
-    assert len(report.notes) == 2 and all("saved about 5.0 s" in n for n in report.notes)
+    assert len(cache.notes) == 2 and all("saved about 5.0 s" in n for n in cache.notes)
+    assert set(cache.restore_timings) == {"reuse fp16 (stage cache)", "reuse int8 (stage cache)"}
     # Different options for a precision: its own key, so a miss.
     keys = variant_keys(cache, "f" * 64, _cfg(precisions=("int8",), calib_count=8), ["int8"])
-    assert restore_variants(cache, keys, other, None) == {}
+    assert restore_variants(cache, keys, other) == {}
     shutil.rmtree(other)

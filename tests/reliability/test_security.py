@@ -58,6 +58,7 @@ def test_malicious_checkpoint_is_refused_not_executed(tmp_path, legacy):
     assert not marker.exists(), "the checkpoint's payload ran"
 
 
+@pytest.mark.slow  # a CLI subprocess that imports torch
 def test_malicious_checkpoint_through_cli(tmp_path):
     marker = tmp_path / "PWNED"
     write_malicious_checkpoint(tmp_path / "evil.pth", marker)
@@ -252,6 +253,7 @@ def _template_defaults(src: str) -> dict:
     return {n: "x" for n in names}
 
 
+@pytest.mark.slow  # a full MobileViT build in a subprocess
 def test_generated_files_are_not_world_writable(tmp_path):
     """Build under umask 000: the repository still gets 0644 files and 0755 directories."""
     out = tmp_path / "repo"

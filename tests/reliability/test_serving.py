@@ -196,14 +196,17 @@ def test_requests_during_unload_get_clean_errors(triton):
 
 @pytest.mark.slow
 def test_short_soak(triton, perf_analyzer, tmp_path):
-    """10 s of perf_analyzer at concurrency 32: no failed request, p99 of the last window <= 1.5x the first."""
+    """10 s of perf_analyzer at concurrency 32: no failed request, every slice of the run served requests
+    (no stall), and the last slice's p99 is not far above the run's typical p99 (no drift). Other work on a
+    shared machine moves single slices around, so drift is judged against the median slice, with room."""
     murl = f"127.0.0.1:{triton.ports.metrics}"
     fail0 = metric_sum(murl, "nv_inference_request_failure", PY_MODEL)
     res = run_soak(perf_analyzer, triton.grpc_url, PY_MODEL, concurrency=32, seconds=10, out_dir=tmp_path)
     assert res["returncode"] == 0, res["output_tail"]
     assert res["failed"] == 0 and res["served"] > 0, res
     assert metric_sum(murl, "nv_inference_request_failure", PY_MODEL) == fail0
-    assert res["p99_last_ms"] <= 1.5 * res["p99_first_ms"], res
+    assert all(n > 0 for n in res["requests_per_window"]), res
+    assert res["p99_last_ms"] <= 3 * float(np.median(res["p99_windows_ms"])), res
     assert triton.is_ready()
 
 

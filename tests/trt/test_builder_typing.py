@@ -1,7 +1,7 @@
 """builder.py type-checks with `mypy --strict` against tensorrt-stubs, and the check has teeth.
 
 TensorRT cannot be installed here, so this is what stands between a misspelled TensorRT call
-and a user's GPU box. The stubs need repairs first (see repo_gen/trt/typecheck.py); the
+and a user's GPU box. The stubs need repairs first (see tools/trt_typecheck.py); the
 second test proves the repaired stubs still reject a wrong method and a wrong keyword.
 """
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from repo_gen.trt import typecheck
+from tools import trt_typecheck as typecheck
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -35,11 +35,13 @@ def test_repairs_are_minimal():
     assert typecheck.repair_bool("bool: DataType  # value = <DataType.BOOL: 4>") == "bool: DataType  # value = <DataType.BOOL: 4>"
 
 
+@pytest.mark.slow  # mypy --strict over the TensorRT stubs
 def test_builder_passes_mypy_strict(stubs):
     res = typecheck.run_mypy(stubs, cwd=ROOT)
     assert res.returncode == 0, res.stdout + res.stderr
 
 
+@pytest.mark.slow  # mypy --strict over the TensorRT stubs
 def test_wrong_names_are_caught(stubs, tmp_path):
     bad = tmp_path / "bad_builder.py"
     bad.write_text(

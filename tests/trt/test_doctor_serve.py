@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from repo_gen.trt import doctor, serve
+from repo_gen import doctor
+from repo_gen.manifest import load_manifest
+from repo_gen.trt import serve
 
 
 def _plan_bytes(major: int, minor: int, patch: int) -> bytes:
@@ -63,8 +65,8 @@ def test_check_plans(tmp_path):
 
 
 def test_machine_rows_have_four_fields():
-    rows = doctor.checks()
-    assert rows[0].name == "TensorRT" and len(rows[0]) == 4
+    rows = [doctor.tensorrt_row(), *doctor.gpu_rows()]
+    assert rows[0].name == "TensorRT" and not rows[0].required
     assert all(isinstance(r.ok, bool) and r.detail for r in rows)
 
 
@@ -84,7 +86,7 @@ def test_server_args(tmp_path):
 
 def test_serve_problems_name_the_missing_backend(tmp_path):
     repo = _repo(tmp_path, {"a_trt_fp16": _entry("a_trt_fp16", extra={"plugin_libs": ["/nope/lib.so"]})})
-    problems = serve.serve_problems(repo, json.loads((repo / "repo-gen.json").read_text()), tmp_path / "backends")
+    problems = serve.serve_problems(repo, load_manifest(repo), tmp_path / "backends")
     assert any("no tensorrt backend" in p and "a_trt_fp16" in p for p in problems)
     assert any("/nope/lib.so" in p for p in problems)
     assert any("no plan built yet" in p for p in problems)

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from repo_gen.errors import UserError
+from repo_gen.results import WriteRequest
 from repo_gen.trt.builder import tensorrt_version
 from repo_gen.trt.repository import can_build_here, plugin_op_types, write_tensorrt_model
 
@@ -22,7 +23,8 @@ LABELS = [f"class_{i}" for i in range(10)]
 def _write(tmp_path, cfg, variant, **kw):
     d = tmp_path / "staging" / "mobilevit_xxs_trt_fp16"
     d.mkdir(parents=True)
-    return d, write_tensorrt_model(d, "mobilevit_xxs_trt_fp16", variant, cfg, LABELS, 10, **kw)
+    w = write_tensorrt_model(WriteRequest.make(cfg, "mobilevit_xxs_trt_fp16", d, variant, LABELS), **kw)
+    return d, (w.files, w.status, w.status_reason, w.details)
 
 
 def _parse(text: str):
@@ -89,7 +91,7 @@ def test_config_fields_parse_with_tritons_schema(tmp_path, make_cfg, variant):
 
 
 def test_readme_says_which_tensorrt_and_how(tmp_path, make_cfg, variant):
-    cfg = make_cfg(extra={"triton_image": "nvcr.io/nvidia/tritonserver:25.10-py3"})
+    cfg = make_cfg(triton_image="nvcr.io/nvidia/tritonserver:25.10-py3")
     d, _ = _write(tmp_path, cfg, variant)
     readme = (d / "README.md").read_text()
     assert "TensorRT version" in readme and "not built yet" in readme
@@ -103,7 +105,8 @@ def test_stale_plan_is_removed(tmp_path, make_cfg, variant):
     d = tmp_path / "staging" / "m"
     (d / "1").mkdir(parents=True)
     (d / "1" / "model.plan").write_bytes(b"ftrt old")
-    files, status, *_ = write_tensorrt_model(d, "m", variant, cfg, LABELS, 10)
+    w = write_tensorrt_model(WriteRequest.make(cfg, "m", d, variant, LABELS))
+    files, status = w.files, w.status
     assert status == "not_built" and not (d / "1" / "model.plan").exists() and "1/model.plan" not in files
 
 

@@ -25,6 +25,7 @@ CASES = {
 def plan_repo(tmp_path_factory, make_onnx):
     from repo_gen.config import BuildConfig
     from repo_gen.precision import PrecisionVariant
+    from repo_gen.results import WriteRequest
     from repo_gen.trt.repository import write_tensorrt_model
 
     root = tmp_path_factory.mktemp("plans")
@@ -36,7 +37,7 @@ def plan_repo(tmp_path_factory, make_onnx):
         d = repo / name
         d.mkdir(parents=True)
         v = PrecisionVariant(name.rsplit("_", 1)[1], onnx, onnx, io_dtype="fp16" if "fp16" in name else "fp32")
-        write_tensorrt_model(d, name, v, cfg, LABELS, 10)
+        write_tensorrt_model(WriteRequest.make(cfg, name, d, v, LABELS))
         # Triton looks for a backend only for a model with a version directory; the plan itself is
         # never read (the backend is missing), so the directory stays empty.
         (d / str(cfg.version)).mkdir()

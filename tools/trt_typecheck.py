@@ -1,4 +1,4 @@
-"""Type-check `builder.py` against the TensorRT API: `python -m repo_gen.trt.typecheck` (a CI step).
+"""Type-check `builder.py` against the TensorRT API: `python -m tools.trt_typecheck` from the repository root (a CI step).
 
 `tensorrt-stubs` 10.13 as installed does not type-check anything by itself, which we found the
 hard way: its `tensorrt/` folder has `.pyi` files but no `py.typed`, so mypy skips it and every
