@@ -68,11 +68,11 @@ def phase_build(res: Results, repo: Path, max_batch: int) -> None:
     t0 = time.perf_counter()
     report = build(BuildConfig(model=MODEL, output=repo, max_batch=max_batch, precisions=("fp16",),
                                runtimes=("torch",), pipeline=False, use_cache=False))
-    entry = next(e for e in report.entries if e["runtime"] == "torch")
+    entry = next(e for e in report.entries if e.runtime == "torch")
     res.put("build", {"wall_s": round(time.perf_counter() - t0, 1), "timings_s": report.timings_s,
-                      "status": entry["status"], "reason": entry["status_reason"], "torch": entry["extra"].get("torch"),
+                      "status": entry.status, "reason": entry.status_reason, "torch": entry.extra.get("torch"),
                       "fidelity_md": report.fidelity_md, "notes": report.notes})
-    print(f"build: {entry['status']} {json.dumps(entry['extra'].get('torch'))}", flush=True)
+    print(f"build: {entry.status} {json.dumps(entry.extra.get('torch'))}", flush=True)
 
 
 def perf_points(res: Results, key: str, server, model: str, work: Path, plan: list[tuple[str, int, int]]) -> None:
