@@ -87,7 +87,8 @@ class BuildReport:
 
 def planned_models(cfg: BuildConfig) -> list[str]:
     """Names of every Triton model this build writes (known before any work starts)."""
-    names = [triton_model_name(cfg.model, r, p) for p in cfg.precisions for r in cfg.runtimes]
+    names = [triton_model_name(cfg.model, r, p) for p in cfg.precisions for r in cfg.runtimes
+             if RUNTIME_WRITERS[r].serves(p)]
     if cfg.pipeline:
         from repo_gen.pipeline import ensemble_model_names
 
@@ -274,6 +275,8 @@ def write_variants(
             reason += " (served anyway: --allow-inaccurate)"
         for runtime in cfg.runtimes:
             rt = RUNTIME_WRITERS[runtime]
+            if not rt.serves(v.precision):
+                continue
             name = triton_model_name(cfg.model, runtime, v.precision)
             req = WriteRequest.make(cfg, name, tx.model_dir(name), v, labels, work=tx.work, plugin_library=library)
             written = rt.write(req)

@@ -18,12 +18,15 @@ PRECISIONS = ("fp32", "fp16", "int8")
 # Runtimes a model variant can be served by. "onnx": Triton's onnxruntime backend (NGC image);
 # "py": Triton's python backend running ONNX Runtime (any tritonserver, the CPU one here);
 # "trt": Triton's tensorrt backend with a TensorRT plan.
+# "torch": Triton's python backend running the PyTorch model (compiled, on the GPU; eager on the CPU
+# where no GPU exists), repo_gen/torch/runtime.py. Not in the default list: it needs a GPU to matter.
 RUNTIMES = ("onnx", "py", "trt")
+ALL_RUNTIMES = (*RUNTIMES, "torch")
 # instance_group count when --instance-count is not given. Python-backend models get 2: each
 # request batch makes a round trip between Triton and the model's stub process, and a second
 # instance computes while the first waits (the cores are shared between them, see the template).
 # mobilevit_xxs at concurrency 8 on 2 cores: 119 vs 97 infer/s (benchmarks/RESULTS.md, Foundation).
-DEFAULT_INSTANCES = {"onnx": 1, "py": 2, "trt": 1}
+DEFAULT_INSTANCES = {"onnx": 1, "py": 2, "trt": 1, "torch": 1}
 TRITON_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 # A container image reference: [registry[:port]/]path[:tag][@digest], no spaces or shell characters.
 IMAGE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:@+-]{0,254}$")
@@ -99,6 +102,8 @@ class BuildConfig:
         version: Triton model version directory to write.
         instance_count: instances per model in `instance_group`; None: DEFAULT_INSTANCES per runtime.
         max_queue_delay_us: dynamic batcher queue delay.
+        gpus: GPU indices for the instance groups of GPU runtimes (torch); None: every visible GPU.
+        torch_dtype: compute dtype of the torch runtime (fp32/fp16/bf16); None: the variant's precision.
         use_cache: reuse stage artifacts from the content-hash stage cache (`repo_gen.cache`);
             False (`--no-cache`) runs every stage and stores nothing.
         triton_image: the tritonserver image that serves the repository (named in each plan's
@@ -141,6 +146,8 @@ class BuildConfig:
     use_cache: bool = True
     triton_image: str | None = None
     task: str = "classification"
+    gpus: tuple[int, ...] | str | None = None
+    torch_dtype: str | None = None
 
     spec: ModelSpec = field(init=False, repr=False)
 
@@ -168,9 +175,16 @@ class BuildConfig:
                 f"(e.g. {max(m, round(self.image_size / m) * m)})"
             )
         self.precisions = parse_csv(self.precisions, PRECISIONS, "--precisions")
-        self.runtimes = parse_csv(self.runtimes, RUNTIMES, "--runtimes")
+        self.runtimes = parse_csv(RUNTIMES if self.runtimes is None else self.runtimes, ALL_RUNTIMES, "--runtimes")
         if self.pipeline_model is not None:
             self.pipeline_model = self._pipeline_variant(self.pipeline_model)
+        if self.torch_dtype not in (None, "fp32", "fp16", "bf16"):
+            raise UserError(f"--torch-dtype {self.torch_dtype}: choose fp32, fp16 or bf16")
+        if self.gpus is not None:
+            from repo_gen.torch.runtime import parse_gpus, resolve_gpus
+
+            gpus = parse_gpus(self.gpus) if isinstance(self.gpus, str) else tuple(self.gpus)
+            self.gpus = resolve_gpus(gpus)
         if self.opset < 17:
             raise UserError(f"--opset {self.opset}: must be >= 17 (LayerNormalization needs opset 17)")
         if self.version < 1:

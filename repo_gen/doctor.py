@@ -46,6 +46,7 @@ def run_checks(repo: Path | None = None) -> list[Check]:
         _pkg("tritonclient.grpc", "tritonclient", "pip install 'tritonclient[all]'"),
     ]
     checks += _trt_checks(repo)
+    checks += _torch_checks(repo)
     checks += _server_checks()
     return checks
 
@@ -55,6 +56,12 @@ def _trt_checks(repo: Path | None) -> list[Check]:
     if repo is not None:
         rows += check_plans(repo)
     return rows
+
+
+def _torch_checks(repo: Path | None) -> list[Check]:
+    from repo_gen.torch import doctor as torch_doctor
+
+    return torch_doctor.gpu_checks() + (torch_doctor.artifact_checks(repo) if repo is not None else [])
 
 
 def _server_checks() -> list[Check]:

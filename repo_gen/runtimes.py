@@ -35,17 +35,32 @@ def _trt(req: WriteRequest) -> WrittenModel:
     return write_plan_model(req)
 
 
+def _torch(req: WriteRequest) -> WrittenModel:
+    from repo_gen.torch.runtime import write_torch_request
+
+    return write_torch_request(req)
+
+
 @dataclass(frozen=True)
 class Runtime:
-    """One row of the table: the Triton backend that serves it and the writer of its model directory."""
+    """One row of the table: the Triton backend that serves it and the writer of its model directory.
+
+    `precisions`: the variants it can serve; empty means all.
+    """
 
     name: str
     backend: str
     write: Writer
+    precisions: tuple[str, ...] = ()
+
+    def serves(self, precision: str) -> bool:
+        return not self.precisions or precision in self.precisions
 
 
 RUNTIME_WRITERS: dict[str, Runtime] = {
     "onnx": Runtime("onnx", "onnxruntime", _onnx),
     "py": Runtime("py", "python", _py),
     "trt": Runtime("trt", "tensorrt", _trt),
+    # PyTorch itself in the python backend, compiled on the GPU (repo_gen/torch/runtime.py); no INT8 path.
+    "torch": Runtime("torch", "python", _torch, ("fp32", "fp16")),
 }

@@ -19,9 +19,10 @@ def add_measurement_args(p: argparse.ArgumentParser, interval_ms: int = 2000) ->
                    help="a point is stable when its last 3 windows agree within PCT%% (throughput and p99); "
                    "unstable points are retried at 2x and 4x PCT and flagged")
     g.add_argument("--max-trials", type=int, default=10, metavar="N", help="windows per point at most")
-    g.add_argument("--shared-memory", default="none", choices=["none", "system"],
+    g.add_argument("--shared-memory", default="none", choices=["none", "system", "cuda"],
                    help="system: the client passes tensors through POSIX shared memory instead of the "
-                   "gRPC/HTTP messages (only for a client on the server's host; default none)")
+                   "gRPC/HTTP messages (only for a client on the server's host; default none); cuda: through "
+                   "CUDA memory on the GPU, which a GPU model reads without a host copy")
 
 
 def settings_from_args(args: argparse.Namespace):

@@ -11,7 +11,7 @@ import dataclasses
 import json
 from pathlib import Path
 
-from repo_gen.config import PRECISIONS, RUNTIMES, BuildConfig
+from repo_gen.config import ALL_RUNTIMES, PRECISIONS, RUNTIMES, BuildConfig
 
 # argparse dest -> BuildConfig field, where the names differ.
 _FIELD = {"model_version": "version", "plugin_lib": "trt_plugin_lib"}
@@ -52,7 +52,12 @@ def add_parser(sub) -> None:
     o.add_argument("--max-batch", type=int, metavar="N",
                    help=f"max_batch_size of every config and max of every TensorRT profile (default: {_default('max_batch')})")
     o.add_argument("--precisions", metavar="LIST", help=f"comma list of {','.join(PRECISIONS)} (default: {_default('precisions')})")
-    o.add_argument("--runtimes", metavar="LIST", help=f"comma list of {','.join(RUNTIMES)} (default: {_default('runtimes')})")
+    o.add_argument("--runtimes", metavar="LIST", help=f"comma list of {','.join(ALL_RUNTIMES)} (default: {','.join(RUNTIMES)}; "
+                   "torch: PyTorch in the python backend, compiled on the GPU)")
+    o.add_argument("--gpus", metavar="LIST",
+                   help="GPU indices for GPU runtimes' instance groups, e.g. 0,1 (default: every visible GPU)")
+    o.add_argument("--torch-dtype", choices=["fp32", "fp16", "bf16"],
+                   help="compute dtype of the torch runtime (default: the variant's precision)")
     o.add_argument("--no-pipeline", dest="pipeline", action="store_false", default=None, help="do not write the image-bytes -> labels ensemble")
     o.add_argument("--pipeline-model", metavar="NAME",
                    help="the ensemble's classifier, e.g. onnx_fp16 or <model>_onnx_fp16 (default: the first ready of "

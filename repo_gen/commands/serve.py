@@ -25,6 +25,8 @@ def add_parser(sub) -> None:
                    help="poll: watch the repository and load new versions as they appear")
     p.add_argument("--allow-inaccurate", action="store_true", help="also serve variants that missed their tolerance")
     p.add_argument("--timeout", type=float, default=300.0, metavar="S", help="seconds to wait for the server to be ready")
+    p.add_argument("--gpus", default=None, metavar="LIST",
+                   help="GPU indices for the GPU models' instances, e.g. 0,1 (default: as built); the repository is not changed")
     p.set_defaults(func=run)
 
 
@@ -38,6 +40,11 @@ def run(args: argparse.Namespace) -> int:
     for flag, port in (("--http-port", args.http_port), ("--grpc-port", args.grpc_port), ("--metrics-port", args.metrics_port)):
         if not 1 <= port <= 65535:
             raise UserError(f"{flag} {port}: must be from 1 to 65535")
+    gpus = None
+    if args.gpus is not None:
+        from repo_gen.torch.runtime import parse_gpus, resolve_gpus
+
+        gpus = resolve_gpus(parse_gpus(args.gpus))  # bad list: one line, before anything starts
     inst = find_tritonserver()
     choices = choose_models(repo, inst.backends, args.allow_inaccurate)
     serve = [c.name for c in choices if c.serve]
@@ -64,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
         repo,
         host=args.host,
         ports=ServerPorts(args.http_port, args.grpc_port, args.metrics_port),
-        models=None if args.model_control == "poll" else serve,
+        models=None if args.model_control == "poll" else ([] if gpus else serve),
         model_control=args.model_control,
         install=inst,
     )
@@ -78,6 +85,8 @@ def run(args: argparse.Namespace) -> int:
         except BaseException:
             server.stop()  # interrupted or failed while starting: never leave tritonserver running behind us
             raise
+        if gpus:
+            load_on_gpus(server, repo, serve, gpus)
         print_started(server, args.host, serve, left_out)
         try:
             while server.proc is not None and server.proc.poll() is None:
@@ -90,6 +99,19 @@ def run(args: argparse.Namespace) -> int:
         server.stop()  # a crashed server's python-backend stubs live on; they are stopped here
         console.print(f"[bold red]tritonserver exited with code {code}[/]: {server.log_tail(3)}")
         return 1
+
+
+def load_on_gpus(server, repo: Path, models: list[str], gpus: tuple[int, ...]) -> None:
+    """Load `models` into the running server, KIND_GPU instance groups placed on `gpus` (load API override)."""
+    from repo_gen.errors import BuildFailure
+    from repo_gen.torch.runtime import gpu_config_override
+
+    for name in models:
+        override = gpu_config_override((repo / name / "config.pbtxt").read_text(), gpus)
+        status, text = server.load_model(name, override)
+        if status != 200:
+            server.stop()
+            raise BuildFailure(f"loading {name} on GPUs {','.join(map(str, gpus))} failed: {text[:300]}")
 
 
 def print_started(server, host: str, serve: list[str], left_out: list) -> None:

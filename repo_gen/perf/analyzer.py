@@ -34,7 +34,7 @@ from repo_gen.tools import PerfAnalyzer, find_perf_analyzer
 
 PROTOCOLS = ("grpc", "http")
 MEASUREMENT_MODES = ("time_windows", "count_windows")
-SHARED_MEMORY = ("none", "system")
+SHARED_MEMORY = ("none", "system", "cuda")
 # perf_analyzer's output region per request is fixed in advance (default 100 KB); per image we
 # allow 16 KiB, room for 4000 float32 scores, so a batch-64 request of 1000-class logits fits.
 OUTPUT_SHM_BYTES_PER_SAMPLE = 16 * 1024
@@ -70,7 +70,9 @@ class PerfSettings:
         shared_memory: "none" sends tensors inside the gRPC/HTTP messages; "system" puts inputs and
             outputs in POSIX shared memory registered with the server (a client on the server's own
             host): on a 2-core machine the ~0.8 MB of protobuf per 256x256 image costs ~10% of
-            throughput (benchmarks/RESULTS.md, Foundation).
+            throughput (benchmarks/RESULTS.md, Foundation). "cuda": CUDA memory on the GPU (needs a GPU
+            on the client's host); a GPU model (the torch runtime) then reads its inputs in place, while
+            over the gRPC messages they arrive in host memory and are copied up (RESULTS.md, GPU serving).
         extra_args: appended verbatim.
     """
 
@@ -91,7 +93,7 @@ class PerfSettings:
         if self.protocol not in PROTOCOLS:
             raise UserError(f"--protocol {self.protocol}: choose grpc or http")
         if self.shared_memory not in SHARED_MEMORY:
-            raise UserError(f"--shared-memory {self.shared_memory}: choose none or system")
+            raise UserError(f"--shared-memory {self.shared_memory}: choose none, system or cuda")
         if self.measurement_mode not in MEASUREMENT_MODES:
             raise UserError(f"measurement mode {self.measurement_mode!r}: choose time_windows or count_windows")
         if self.measurement_interval_ms < 100:

@@ -390,6 +390,14 @@ def plot_throughput_vs_concurrency(points: list[PerfPoint], path: Path) -> dict[
     return plotted
 
 
+_TRANSPORT_NOTE = {
+    "none": "; tensors inside the protocol messages)",
+    "system": ", tensors in system shared memory)",
+    # Why gRPC reads lower for a GPU model: benchmarks/RESULTS.md, "Served on a GPU".
+    "cuda": ", tensors in CUDA shared memory: a GPU model reads its inputs in place; over the protocol messages "
+            "they would be serialized, copied through host memory and up to the GPU, which costs a GPU model "
+            "most of its throughput)",
+}
 def pipeline_section(result: BenchResult, groups: dict[str, list[PerfPoint]]) -> list[str]:
     """Each measured pipeline beside its classifier: what decoding + preprocessing in the server costs."""
     rows = []
@@ -422,7 +430,7 @@ def render_report(result: BenchResult, cfg: BenchConfig, meta: dict, with_plots:
     if not result.complete:
         lines += ["**INCOMPLETE**: the run stopped early; the numbers below are what was measured before.", ""]
     lines += [f"- date: {meta['date']}", f"- machine: {meta['machine']}", f"- server: {meta['url']} ({meta['protocol']}"
-              + (", tensors in system shared memory)" if cfg.settings.shared_memory != "none" else ")"),
+              + _TRANSPORT_NOTE[cfg.settings.shared_memory],
               f"- repository: {meta['repository']}",
               f"- input data: {cfg.input_data}" + (" (photos preprocessed per the manifest's data config)" if cfg.input_data == "real" else ""),
               f"- measurement: {cfg.settings.measurement_mode}, "

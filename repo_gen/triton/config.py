@@ -62,6 +62,7 @@ class ModelConfigSpec:
     warmup: list[WarmupSpec] = field(default_factory=list)
     parameters: dict[str, str] = field(default_factory=dict)
     cuda_graphs: list[tuple[int, int]] = field(default_factory=list)
+    gpus: list[int] = field(default_factory=list)  # KIND_GPU only: instance_group gpus; empty = all
     ensemble_steps: list[EnsembleStep] = field(default_factory=list)
     default_model_filename: str | None = None
 

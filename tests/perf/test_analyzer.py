@@ -74,7 +74,8 @@ def test_settings_validate_and_relax_only_looser_thresholds():
     with pytest.raises(UserError, match="--protocol"):
         PerfSettings(protocol="tcp")
     with pytest.raises(UserError, match="--shared-memory"):
-        PerfSettings(shared_memory="cuda")
+        PerfSettings(shared_memory="gpu")
+    assert PerfSettings(shared_memory="cuda").shared_memory == "cuda"  # CUDA memory on the client's GPU
     with pytest.raises(UserError, match="--max-trials"):
         PerfSettings(max_trials=2)
     assert PerfSettings(stability_percentage=30, relax=(20, 40, 60)).relax == (40.0, 60.0)

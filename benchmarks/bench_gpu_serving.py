@@ -1,0 +1,305 @@
+"""The torch runtime served on a GPU, side by side with in-process PyTorch, in one lease.
+
+Phases (each writes into `<out>/gpu_serving.json` as it goes, so a run cut short keeps what it measured):
+
+  build       `repo-gen build --runtimes torch` (mobilevit_s FP16 by default): ONNX export and checks,
+              the FP16 fidelity report, and the compile of every batch bucket on this GPU with its caches.
+  serve       tritonserver on that repository with an EMPTY inductor cache dir (only the build's
+              artifacts help): start to READY; perf_analyzer at client batch 64 and at client batch 1
+              (concurrency 1..128), over CUDA shared memory and over gRPC, p50/p99 and Triton's
+              queue/compute breakdown. Then the same model with 2 instances on the one GPU.
+  inprocess   the same prepared module in this process: eager, torch.compile, compile + CUDA graphs
+              (reduce-overhead) at batch 1 / 64 / 256, plus plain eager (no BN folding, NCHW).
+  plugins     compile + CUDA graphs at batch 64 with our LayerNorm/attention kernels as custom ops vs
+              native; numerics vs native.
+
+Usage (on the GPU machine, with tritonserver + perf_analyzer from scripts/pack_triton_gpu.py):
+    source triton/env.sh
+    python benchmarks/bench_gpu_serving.py --out OUT --phases build,serve
+    python benchmarks/bench_gpu_serving.py --out OUT --phases inprocess,plugins --plugin-lib plugins/build/libmobilevit_plugins.so
+Prints a table last; `--markdown` renders the JSON as the RESULTS.md section.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+MODEL = "mobilevit_s"
+
+
+class Results:
+    def __init__(self, path: Path):
+        self.path = path
+        self.data: dict = json.loads(path.read_text()) if path.is_file() else {}
+
+    def put(self, key: str, value) -> None:
+        self.data[key] = value
+        self.path.write_text(json.dumps(self.data, indent=2, default=str))
+
+    def append(self, key: str, value) -> None:
+        self.data.setdefault(key, []).append(value)
+        self.put(key, self.data[key])
+
+
+def machine() -> dict:
+    import torch
+
+    p = torch.cuda.get_device_properties(0)
+    return {"gpu": p.name, "sms": p.multi_processor_count, "torch": torch.__version__, "cuda": torch.version.cuda,
+            "gpus": torch.cuda.device_count(), "cpus": os.cpu_count(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+
+
+def phase_build(res: Results, repo: Path, max_batch: int) -> None:
+    from repo_gen.build import build
+    from repo_gen.config import BuildConfig
+
+    t0 = time.perf_counter()
+    report = build(BuildConfig(model=MODEL, output=repo, max_batch=max_batch, precisions=("fp16",),
+                               runtimes=("torch",), pipeline=False, use_cache=False))
+    entry = next(e for e in report.entries if e.runtime == "torch")
+    res.put("build", {"wall_s": round(time.perf_counter() - t0, 1), "timings_s": report.timings_s,
+                      "status": entry.status, "reason": entry.status_reason, "torch": entry.extra.get("torch"),
+                      "fidelity_md": report.fidelity_md, "notes": report.notes})
+    print(f"build: {entry.status} {json.dumps(entry.extra.get('torch'))}", flush=True)
+
+
+def perf_points(res: Results, key: str, server, model: str, work: Path, plan: list[tuple[str, int, int]]) -> None:
+    from repo_gen.perf.analyzer import Analyzer, PerfSettings
+
+    for transport, batch, conc in plan:
+        settings = PerfSettings(protocol="grpc", measurement_interval_ms=1500, stability_percentage=15, max_trials=6,
+                                relax=(30.0,), timeout_s=90, shared_memory="cuda" if transport == "cuda" else "none")
+        an = Analyzer(server.grpc_url, work / f"{key}-{transport}", settings, server_alive=server.alive)
+        try:
+            p = an.measure(model, batch, conc)
+            row = {"transport": transport, **p.to_row()}
+        except Exception as e:  # keep the sweep going; the failure is a result too
+            row = {"transport": transport, "batch_size": batch, "concurrency": conc, "error": str(e)[-400:]}
+        res.append(key, row)
+        print(f"{key} {transport} b{batch} c{conc}: " + (f"{row['throughput']:.0f} img/s p50 {row['p50_ms']:.2f} "
+              f"p99 {row['p99_ms']:.2f} ms queue {row['server_queue_us']:.0f} us infer {row['server_compute_infer_us']:.0f} us"
+              if "throughput" in row else f"FAILED {row['error'][-200:]}"), flush=True)
+
+
+def serve_once(res: Results, repo: Path, key: str, model: str, work: Path, plan) -> None:
+    from repo_gen.triton.server import TritonServer, free_ports
+
+    cache = Path(tempfile.mkdtemp(prefix="inductor-empty-"))
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(cache)  # the server starts with only the build's artifacts
+    server = TritonServer(repo, ports=free_ports(), models=[model], exit_on_error=True,
+                          log_path=work / f"tritonserver-{key}.log")
+    t0 = time.perf_counter()
+    try:
+        server.start(timeout_s=400)
+        ready = round(time.perf_counter() - t0, 1)
+        res.put(f"{key}_start_to_ready_s", ready)
+        print(f"{key}: start to READY {ready} s", flush=True)
+        perf_points(res, key, server, model, work, plan)
+    finally:
+        server.stop()
+        shutil.copy(work / f"tritonserver-{key}.log", work.parent / f"tritonserver-{key}.log") if (work / f"tritonserver-{key}.log").is_file() else None
+        os.environ.pop("TORCHINDUCTOR_CACHE_DIR", None)
+
+
+def phase_serve_outputs(res: Results, repo: Path, work: Path) -> None:
+    """Outputs handed back as CUDA tensors (DLPack) vs one host copy per batch (the default)."""
+    model = f"{MODEL}_torch_fp16"
+    cfg = repo / model / "config.pbtxt"
+    text = cfg.read_text()
+    plan = [("cuda", 64, 2), ("cuda", 1, 128)]
+    try:
+        for memory in ("host", "device"):
+            cfg.write_text(text.replace('string_value: "host"', f'string_value: "{memory}"'))
+            serve_once(res, repo, f"served_out_{memory}", model, work, plan)
+    finally:
+        cfg.write_text(text)
+
+
+def phase_serve(res: Results, repo: Path, work: Path, quick: bool) -> None:
+    model = f"{MODEL}_torch_fp16"
+    b1 = [1, 8, 32, 64, 128] if not quick else [1, 64]
+    plan = [("cuda", 64, 2), ("cuda", 64, 4), ("grpc", 64, 2)] + [("cuda", 1, c) for c in b1] + [("grpc", 1, 64)]
+    serve_once(res, repo, "served", model, work, plan)
+    cfg = repo / model / "config.pbtxt"
+    text = cfg.read_text()
+    cfg.write_text(re.sub(r"instance_group \{\n  count: \d+", "instance_group {\n  count: 2", text, count=1))
+    try:
+        serve_once(res, repo, "served_2inst", model, work, [("cuda", 64, 4), ("cuda", 1, 64), ("cuda", 1, 128)])
+    finally:
+        cfg.write_text(text)
+
+
+def timed(fn, x, iters: int = 30, reps: int = 3) -> float:
+    """Median over `reps` of the mean ms per call of `iters` back-to-back calls (after warm-up)."""
+    import torch
+
+    for _ in range(5):
+        fn(x)
+    torch.cuda.synchronize()
+    samples = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        for _ in range(iters):
+            fn(x)
+        torch.cuda.synchronize()
+        samples.append((time.perf_counter() - t0) * 1e3 / iters)
+    return statistics.median(samples)
+
+
+def prepared(fold_cl: bool, kernels: str | None = None):
+    import torch
+
+    from repo_gen.models import get_model_spec
+    from repo_gen.torch import serving
+    from repo_gen.torch.loader import load_model
+
+    module = load_model(get_model_spec(MODEL), None, False, 0).module.eval()
+    if fold_cl:
+        serving.fold_batchnorm(module)
+    if kernels:
+        from repo_gen.torch.kernel_ops import swap_in_kernels
+
+        print(f"kernels swapped in: {swap_in_kernels(module, kernels)}", flush=True)
+    module = module.to("cuda", torch.float16)
+    return module.to(memory_format=torch.channels_last) if fold_cl else module
+
+
+def phase_inprocess(res: Results, batches: list[int]) -> None:
+    import torch
+
+    rows = []
+    variants = [("eager (NCHW, BN)", False, None), ("eager", True, None), ("compiled", True, "default"),
+                ("compiled + CUDA graphs", True, "reduce-overhead")]
+    for label, fold_cl, mode in variants:
+        module = prepared(fold_cl)
+        fn = torch.compile(module, mode=None if mode == "default" else mode, dynamic=False) if mode else module
+        for b in batches:
+            x = torch.rand(b, 3, 256, 256, device="cuda", dtype=torch.float16)
+            if fold_cl:
+                x = x.contiguous(memory_format=torch.channels_last)
+            t0 = time.perf_counter()
+            with torch.inference_mode():
+                fn(x)
+                torch.cuda.synchronize()
+                first_s = time.perf_counter() - t0
+                ms = timed(fn, x)
+            row = {"variant": label, "batch": b, "ms": round(ms, 3), "img_s": round(b * 1e3 / ms), "first_call_s": round(first_s, 1)}
+            rows.append(row)
+            res.put("inprocess", rows)
+            print(f"in-process {label} b{b}: {ms:.3f} ms {row['img_s']} img/s (first call {first_s:.1f} s)", flush=True)
+        torch.compiler.reset()
+
+
+def phase_plugins(res: Results, lib: str, batch: int) -> None:
+    import torch
+
+    x = torch.rand(batch, 3, 256, 256, device="cuda", dtype=torch.float16).contiguous(memory_format=torch.channels_last)
+    out = {}
+    for label, kernels in (("native", None), ("plugins", lib)):
+        torch.compiler.reset()
+        module = prepared(True, kernels)
+        with torch.inference_mode():
+            ref_eager = module(x).float()
+            for mode in ("reduce-overhead",):
+                fn = torch.compile(module, mode=mode, dynamic=False)
+                fn(x)
+                ms = timed(fn, x)
+                got = fn(x).float().clone()
+            out[label] = {"ms": round(ms, 3), "img_s": round(batch * 1e3 / ms), "eager_logits": ref_eager.cpu(), "compiled_logits": got.cpu()}
+        print(f"{label} compiled+graphs b{batch}: {ms:.3f} ms {out[label]['img_s']} img/s", flush=True)
+    ref, got = out["native"]["compiled_logits"], out["plugins"]["compiled_logits"]
+    summary = {k: {"ms": v["ms"], "img_s": v["img_s"]} for k, v in out.items()}
+    e_ref, e_got = out["native"]["eager_logits"], out["plugins"]["eager_logits"]
+    summary["eager_rel_l2_plugins_vs_native"] = float((e_got - e_ref).norm() / e_ref.norm())
+    summary["speedup_plugins_vs_native"] = round(out["native"]["ms"] / out["plugins"]["ms"], 3)
+    summary["rel_l2_plugins_vs_native"] = float((got - ref).norm() / ref.norm())
+    summary["top1_agreement"] = float((got.argmax(1) == ref.argmax(1)).float().mean())
+    summary["batch"] = batch
+    res.put("plugins", summary)
+    print(f"plugins vs native: {summary}", flush=True)
+
+
+def table(data: dict) -> str:
+    lines = []
+    if "build" in data:
+        b = data["build"]
+        lines.append(f"build: {b['status']} {b.get('reason', '')} compile {b.get('torch', {}).get('compile_s')} s "
+                     f"per bucket {b.get('torch', {}).get('compile_s_per_bucket')}, total {b['wall_s']} s")
+    for key in ("served", "served_2inst", "served_out_host", "served_out_device"):
+        if f"{key}_start_to_ready_s" in data:
+            lines.append(f"{key}: start to READY {data[f'{key}_start_to_ready_s']} s")
+        for r in data.get(key, []):
+            if "throughput" in r:
+                lines.append(f"  {r['transport']:5} b{r['batch_size']:<3} c{r['concurrency']:<4} {r['throughput']:>8.0f} img/s "
+                             f"p50 {r['p50_ms']:.2f} p99 {r['p99_ms']:.2f} ms  queue {r['server_queue_us']:.0f} "
+                             f"in {r['server_compute_input_us']:.0f} infer {r['server_compute_infer_us']:.0f} "
+                             f"out {r['server_compute_output_us']:.0f} us")
+            else:
+                lines.append(f"  {r['transport']:5} b{r['batch_size']:<3} c{r['concurrency']:<4} FAILED")
+    for r in data.get("inprocess", []):
+        lines.append(f"in-process {r['variant']:24} b{r['batch']:<4} {r['ms']:8.3f} ms {r['img_s']:>7} img/s")
+    if "plugins" in data:
+        lines.append(f"plugins: {json.dumps(data['plugins'])}")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--phases", default="build,serve,inprocess,plugins")
+    p.add_argument("--repo", type=Path, default=None, help="model repository (default: <out>/../gpu_repo)")
+    p.add_argument("--max-batch", type=int, default=64)
+    p.add_argument("--batches", default="1,64,256")
+    p.add_argument("--plugin-lib", default=None)
+    p.add_argument("--quick", action="store_true", help="fewer concurrency points")
+    p.add_argument("--table", action="store_true", help="print the table of an existing JSON and exit")
+    a = p.parse_args()
+    a.out.mkdir(parents=True, exist_ok=True)
+    res = Results(a.out / "gpu_serving.json")
+    if a.table:
+        print(table(res.data))
+        return 0
+    repo = a.repo or Path(tempfile.gettempdir()) / "gpu_repo"
+    work = Path(tempfile.gettempdir()) / "gpu_serving_work"
+    work.mkdir(parents=True, exist_ok=True)
+    res.put("machine", machine())
+    ok = True
+    for phase in [x.strip() for x in a.phases.split(",") if x.strip()]:
+        t0 = time.perf_counter()
+        try:
+            if phase == "build":
+                phase_build(res, repo, a.max_batch)
+            elif phase == "serve":
+                phase_serve(res, repo, work, a.quick)
+            elif phase == "serve_outputs":
+                phase_serve_outputs(res, repo, work)
+            elif phase == "inprocess":
+                phase_inprocess(res, [int(b) for b in a.batches.split(",")])
+            elif phase == "plugins":
+                phase_plugins(res, a.plugin_lib, 64)
+            else:
+                raise SystemExit(f"unknown phase {phase}")
+        except Exception:
+            ok = False
+            res.append("errors", {"phase": phase, "traceback": traceback.format_exc()[-3000:]})
+            traceback.print_exc()
+        res.append("phase_seconds", {phase: round(time.perf_counter() - t0, 1)})
+        print(f"== phase {phase}: {time.perf_counter() - t0:.0f} s", flush=True)
+    print(table(res.data))
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,111 @@
+"""Our LayerNorm and attention kernels (libmobilevit_plugins.so, C ABI) as PyTorch custom ops.
+
+`torch.library.custom_op` makes them opaque nodes that torch.compile keeps (with a fake
+implementation for shapes) and CUDA graphs capture: each call launches on torch's current stream.
+`swap_in_kernels` puts them into a timm MobileViT: every transformer LayerNorm and every
+`Attention` (qkv packed as [B, N, 3, H, hd], exactly what the kernel's packed layout reads).
+Whether that is faster end to end is measured, not assumed: they break inductor's fusions around
+the LayerNorm (benchmarks/bench_gpu_serving.py, "plugin vs native").
+"""
+
+from __future__ import annotations
+
+import types
+from typing import Any
+
+import torch
+
+_LIB: Any = None
+
+
+def _lib(path: str | None = None):
+    global _LIB
+    if _LIB is None:
+        from repo_gen.plugins.kernels import KernelLibrary
+
+        _LIB = KernelLibrary(path)
+    return _LIB
+
+
+def _check(status: int, what: str) -> None:
+    if status != 0:
+        raise RuntimeError(f"{what}: {_lib().error_string(status)}")
+
+
+@torch.library.custom_op("repo_gen::layer_norm", mutates_args=())
+def layer_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float) -> torch.Tensor:
+    x = x.contiguous()
+    y = torch.empty_like(x)
+    d = x.shape[-1]
+    # Named, so the FP32 copies live until the launch: a temporary freed after `.data_ptr()` hands its
+    # block to the next allocation (gamma and beta then shared one buffer; seen on the H200).
+    gamma, beta = weight.float().contiguous(), bias.float().contiguous()
+    status = _lib().layernorm(x.data_ptr(), gamma.data_ptr(), beta.data_ptr(),
+                              y.data_ptr(), x.numel() // d, d, eps, half=x.dtype == torch.float16,
+                              stream=torch.cuda.current_stream(x.device).cuda_stream)
+    _check(status, f"layer_norm {list(x.shape)}")
+    return y
+
+
+@layer_norm.register_fake
+def _(x, weight, bias, eps):
+    # Contiguous, like the real output: empty_like would copy a non-contiguous input's strides, and
+    # inductor would then read the kernel's contiguous output with the wrong strides.
+    return x.new_empty(x.shape)
+
+
+@torch.library.custom_op("repo_gen::attention_packed", mutates_args=())
+def attention_packed(qkv: torch.Tensor, heads: int, scale: float) -> torch.Tensor:
+    b, n, _, h, hd = qkv.shape
+    qkv = qkv.contiguous()
+    o = qkv.new_empty(b, n, h, hd)
+    status = _lib().attention_packed(qkv.data_ptr(), o.data_ptr(), b, h, n, hd, scale, half=qkv.dtype == torch.float16,
+                                     stream=torch.cuda.current_stream(qkv.device).cuda_stream)
+    _check(status, f"attention {list(qkv.shape)}")
+    return o
+
+
+@attention_packed.register_fake
+def _(qkv, heads, scale):
+    b, n, _, h, hd = qkv.shape
+    return qkv.new_empty(b, n, h, hd)
+
+
+class KernelLayerNorm(torch.nn.Module):
+    def __init__(self, norm: torch.nn.LayerNorm):
+        super().__init__()
+        self.weight, self.bias, self.eps = norm.weight, norm.bias, norm.eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return layer_norm(x, self.weight, self.bias, self.eps)
+
+
+def _attention_forward(self, x: torch.Tensor, attn_mask=None, is_causal: bool = False) -> torch.Tensor:
+    b, n, _ = x.shape
+    qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim)
+    out = attention_packed(qkv, self.num_heads, float(self.scale)).reshape(b, n, self.num_heads * self.head_dim)
+    out = self.norm(out) if hasattr(self, "norm") else out
+    return self.proj_drop(self.proj(out))
+
+
+def swap_in_kernels(module: torch.nn.Module, library: str | None = None) -> dict[str, int]:
+    """Replace transformer LayerNorms and plain timm Attention modules in place; returns the counts.
+
+    Attention with q/k norms or gates is left native (the kernel computes plain softmax attention).
+    """
+    from timm.models.vision_transformer import Attention
+
+    _lib(library)
+    counts = {"layer_norm": 0, "attention": 0}
+    for parent in list(module.modules()):
+        for name, child in list(parent.named_children()):
+            if type(child) is torch.nn.LayerNorm and len(child.normalized_shape) == 1:
+                setattr(parent, name, KernelLayerNorm(child))
+                counts["layer_norm"] += 1
+            elif isinstance(child, Attention):
+                plain = isinstance(child.q_norm, torch.nn.Identity) and isinstance(child.k_norm, torch.nn.Identity) \
+                    and getattr(child, "gate", None) is None
+                if plain:
+                    setattr(child, "forward", types.MethodType(_attention_forward, child))  # noqa: B010 - instance override
+                    counts["attention"] += 1
+    return counts

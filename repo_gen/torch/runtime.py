@@ -1,0 +1,244 @@
+"""The `torch` runtime: a python-backend Triton model that runs the PyTorch model itself.
+
+On a machine with a CUDA GPU, `repo-gen build --runtimes torch` writes a KIND_GPU model that runs
+FP16 (FP32 for the fp32 variant, `--torch-dtype bf16` for BF16) with BatchNorm folded, channels_last,
+one static-shape `torch.compile(mode="reduce-overhead")` graph per batch bucket (CUDA graphs), and
+compiles it here, on the target GPU, storing torch.compile's caches so a server start needs seconds
+of tracing instead of minutes of compiling. Without a GPU it writes an eager FP32 CPU model (what CI
+serves on the CPU tritonserver) and says so in one line.
+
+The artifacts (`<version>/`): model.py (templates/torch_model.py.j2), repo_gen_torch.py (a copy of
+repo_gen/torch/serving.py), weights.pt (state dict, read with weights_only=True), torch_meta.json
+(architecture, dtype, buckets, torch version and GPU), compile_cache.bin (GPU builds), rebuild.sh.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from repo_gen.errors import BuildFailure, UserError
+from repo_gen.triton.config import ModelConfigSpec
+from repo_gen.triton.models import warmups, write_config_and_labels
+from repo_gen.triton.render import render_template
+
+RUNTIME = "torch"
+# Batch sizes compiled as their own CUDA graph: a batch is padded up to the next one. 1 for lone
+# requests, 8 and 32 for what the dynamic batcher forms from batch-1 clients, max for full batches.
+DEFAULT_BUCKETS = (1, 8, 32)
+
+
+@dataclass
+class TorchModelResult:
+    files: list[str]
+    status: str
+    reason: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def visible_gpus() -> int:
+    """CUDA GPUs torch sees here (0 without torch's CUDA or a driver)."""
+    try:
+        import torch
+
+        return torch.cuda.device_count() if torch.cuda.is_available() else 0
+    except ImportError:
+        return 0
+
+
+def resolve_gpus(gpus: tuple[int, ...] | None, flag: str = "--gpus") -> tuple[int, ...]:
+    """The GPU indices to place instances on: all visible ones by default, else the validated list.
+
+    A list on a machine without GPUs, an empty list or an index that does not exist is a UserError
+    naming the fix (issue 21's bad inputs); no GPU and no list gives ().
+    """
+    count = visible_gpus()
+    if gpus is None:
+        return tuple(range(count))
+    if not gpus:
+        raise UserError(f"{flag}: empty list; name GPU indices (e.g. {flag} 0,1) or leave {flag} out to use all")
+    if count == 0:
+        raise UserError(f"{flag} {','.join(map(str, gpus))}: this machine has no CUDA GPU; leave {flag} out "
+                        "(the torch runtime then builds a CPU model) or build on the GPU machine")
+    bad = [g for g in gpus if not 0 <= g < count]
+    if bad:
+        raise UserError(f"{flag} {','.join(map(str, gpus))}: GPU {bad[0]} does not exist; this machine has "
+                        f"{count} GPU(s): use indices 0..{count - 1}")
+    return tuple(dict.fromkeys(gpus))
+
+
+def parse_gpus(spec: str | None) -> tuple[int, ...] | None:
+    """`--gpus 0,1` -> (0, 1); None -> None (all visible); '' -> () (rejected by resolve_gpus)."""
+    if spec is None:
+        return None
+    try:
+        return tuple(int(p) for p in spec.split(",") if p.strip())
+    except ValueError:
+        raise UserError(f"--gpus {spec}: use a comma list of GPU indices, e.g. --gpus 0 or --gpus 0,1") from None
+
+
+def buckets_for(max_batch: int) -> list[int]:
+    return sorted({b for b in DEFAULT_BUCKETS if b < max_batch} | {max_batch})
+
+
+def rebuild_command(cfg: Any) -> str:
+    argv = ["repo-gen", "build", "--model", cfg.model, "--runtimes", RUNTIME, "--precisions", ",".join(cfg.precisions),
+            "--max-batch", str(cfg.max_batch), "--image-size", str(cfg.image_size), "--output", str(cfg.output.absolute())]
+    if cfg.weights is not None:
+        argv += ["--weights", str(Path(cfg.weights).absolute())]
+    return shlex.join(argv)
+
+
+_MODULES: dict[tuple, Any] = {}  # the FP32 PyTorch module per (model, weights, seed): loaded once per build
+
+
+def write_torch_request(req: Any) -> Any:
+    """The runtime table's writer (`repo_gen.runtimes`): WriteRequest -> WrittenModel."""
+    from repo_gen.config import DEFAULT_INSTANCES
+    from repo_gen.results import WrittenModel
+    from repo_gen.torch.loader import load_model
+
+    cfg = req.cfg
+    key = (cfg.model, str(cfg.weights), cfg.pretrained, cfg.seed)
+    if key not in _MODULES:
+        _MODULES.clear()
+        _MODULES[key] = load_model(cfg.spec, cfg.weights, cfg.pretrained, cfg.seed).module
+    result = write_torch_model(req.model_dir, req.name, cfg, _MODULES[key], req.variant.precision, req.labels,
+                               req.inputs, req.outputs, cfg.instance_count or DEFAULT_INSTANCES["torch"],
+                               resolve_gpus(cfg.gpus), cfg.torch_dtype)
+    status, reason = result.status, result.reason
+    fid = result.extra.get("torch", {}).get("fidelity_vs_fp32_torch")
+    if fid and req.variant.precision != "fp32" and fid["rel_l2"] > cfg.fp16_tolerance:
+        status, reason = "inaccurate", (f"compiled {req.variant.precision} torch model: relative L2 {fid['rel_l2']:.2e} "
+                                        f"vs FP32 PyTorch > --fp16-tolerance {cfg.fp16_tolerance:g}")
+    if reason:
+        from repo_gen.log import logger
+
+        logger.warning(reason)
+    return WrittenModel(result.files, status, reason, cfg.max_batch, req.inputs, req.outputs, result.extra)
+
+
+def write_torch_model(model_dir: Path, name: str, cfg: Any, module: Any, precision: str, labels: list[str],
+                      inputs: list[Any], outputs: list[Any], instance_count: int, gpus: tuple[int, ...],
+                      dtype: str | None = None) -> TorchModelResult:
+    """Stage one torch-runtime model in `model_dir`; compile it on the GPU when there is one.
+
+    Args:
+        module: the FP32 PyTorch module (CPU) whose state dict is stored.
+        precision: the variant's precision; "int8" has no torch counterpart (status "skipped").
+        gpus: GPU indices for KIND_GPU instance groups; () means a CPU (eager) model.
+        dtype: compute dtype override (e.g. "bf16"); None: the variant's precision.
+    """
+    import torch
+
+    from repo_gen.torch import serving
+
+    if precision == "int8":
+        return TorchModelResult([], "skipped", "the torch runtime has no INT8 path (use the trt/onnx int8 variants)")
+    on_gpu = bool(gpus)
+    wanted = compute = dtype or precision
+    if not on_gpu:
+        compute = "fp32"  # half convolutions on the CPU are slow or missing; the note says so
+    version_dir = model_dir / str(cfg.version)
+    version_dir.mkdir(parents=True, exist_ok=True)
+    torch.save({k: v.detach().cpu() for k, v in module.state_dict().items()}, version_dir / serving.WEIGHTS_FILE)
+    shutil.copyfile(Path(serving.__file__), version_dir / "repo_gen_torch.py")
+    buckets = buckets_for(cfg.max_batch) if on_gpu else [cfg.max_batch]
+    meta: dict[str, Any] = {
+        "timm_name": cfg.spec.timm_name, "num_classes": int(outputs[0].dims[-1]), "image_size": cfg.image_size,
+        "dtype": compute, "device": "cuda" if on_gpu else "cpu", "channels_last": on_gpu, "fold_bn": True,
+        "compile_mode": "reduce-overhead" if on_gpu else None, "buckets": buckets, "cache_file": None,
+        "kernels": "native", "rebuild": rebuild_command(cfg), **serving.gpu_identity(gpus[0] if on_gpu else 0),
+    }
+    extra: dict[str, Any] = {"torch": {k: meta[k] for k in ("dtype", "device", "compile_mode", "buckets", "torch_version")}}
+    if on_gpu:
+        extra["torch"].update(compile_here(meta, version_dir, gpus[0], module))
+    (version_dir / serving.META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+    (version_dir / "rebuild.sh").write_text(
+        "#!/bin/sh\n# Recompile this model's torch.compile artifacts for the GPU and torch of this machine.\n"
+        f"exec {meta['rebuild']}\n")
+    (version_dir / "rebuild.sh").chmod(0o755)
+
+    inp = inputs[0]
+    spec = ModelConfigSpec(
+        name=name, template="python", max_batch_size=cfg.max_batch, inputs=list(inputs), outputs=list(outputs),
+        max_queue_delay_us=cfg.max_queue_delay_us,
+        preferred_batch_sizes=[b for b in buckets if b > 1] if on_gpu else [],
+        instance_count=instance_count, instance_kind="KIND_GPU" if on_gpu else "KIND_CPU", gpus=list(gpus),
+        warmup=warmups(inp, [1]),
+        # GPU inputs stay on the GPU (DLPack) when the client sends them in CUDA shared memory.
+        parameters={"FORCE_CPU_ONLY_INPUT_TENSORS": "no", "output_memory": "host"} if on_gpu else {},
+    )
+    files = write_config_and_labels(model_dir, spec, labels)
+    what = (f"{compute} on the GPU, torch.compile reduce-overhead, buckets {buckets}" if on_gpu
+            else "eager FP32 on the CPU (built without a GPU)")
+    (version_dir / "model.py").write_text(render_template(
+        "torch_model.py.j2", model=cfg.model, what=what, input_name=inputs[0].name, output_name=outputs[0].name))
+    names = ["model.py", "repo_gen_torch.py", serving.WEIGHTS_FILE, serving.META_FILE, "rebuild.sh"]
+    if meta["cache_file"]:
+        names.append(meta["cache_file"])
+    files += [f"{cfg.version}/{n}" for n in names]
+    reason = "" if on_gpu else (f"no CUDA GPU here: built {name} as an eager FP32 CPU model; build on the GPU machine "
+                                f"for the compiled {wanted} GPU model ({meta['rebuild']})")
+    return TorchModelResult(files, "ready", reason, extra)
+
+
+def compile_here(meta: dict[str, Any], version_dir: Path, gpu: int, module: Any) -> dict[str, Any]:
+    """Compile every bucket on this GPU, check it against the FP32 module, store the caches.
+
+    Returns timings and the fidelity of the compiled model against FP32 PyTorch (relative L2 of the
+    logits and top-1 agreement on random inputs in [0, 1), the metric of the ONNX variants' table).
+    """
+    import copy
+
+    import torch
+
+    from repo_gen.torch import serving
+
+    device = torch.device("cuda", gpu)
+    torch.compiler.reset()
+    t0 = time.perf_counter()
+    prepared = serving.build_module(meta, version_dir / serving.WEIGHTS_FILE, device)
+    runner = serving.BucketRunner(prepared, meta, device)
+    compile_s = runner.warm_up()
+    total_s = round(time.perf_counter() - t0, 1)
+    saved = torch.compiler.save_cache_artifacts()
+    if saved is None:
+        raise BuildFailure("torch.compiler.save_cache_artifacts() returned nothing after compiling; "
+                           "check TORCHINDUCTOR_* settings (caches must be enabled)")
+    (version_dir / serving.CACHE_FILE).write_bytes(saved[0])
+    meta["cache_file"] = serving.CACHE_FILE
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(16, 3, meta["image_size"], meta["image_size"], generator=g)
+    with torch.inference_mode():
+        ref = copy.deepcopy(module).float().eval()(x)
+        got = runner(x.to(device)).float().cpu()
+    rel_l2 = float((got - ref).norm() / ref.norm())
+    top1 = float((got.argmax(1) == ref.argmax(1)).float().mean())
+    return {"compile_s_per_bucket": compile_s, "compile_s": total_s, "cache_bytes": len(saved[0]),
+            "fidelity_vs_fp32_torch": {"rel_l2": rel_l2, "top1_agreement": top1, "inputs": "16 random [0,1)"}}
+
+
+def gpu_config_override(config_text: str, gpus: tuple[int, ...]) -> str | None:
+    """The JSON config that Triton's load API takes, with every KIND_GPU instance group moved to `gpus`.
+
+    None when the config has no KIND_GPU group (nothing to place). `repo-gen serve --gpus` loads the GPU
+    models with it, so the repository on disk is never rewritten.
+    """
+    from google.protobuf import json_format
+
+    from repo_gen.triton.render import parse_config
+
+    cfg = parse_config(config_text)
+    groups = [g for g in cfg.instance_group if g.kind == g.KIND_GPU]
+    if not groups:
+        return None
+    for g in groups:
+        del g.gpus[:]
+        g.gpus.extend(gpus)
+    return json_format.MessageToJson(cfg, preserving_proto_field_name=True)

@@ -1,0 +1,166 @@
+"""The torch runtime on the CPU: built without a GPU (eager FP32), served by the real CPU tritonserver,
+answers checked against ONNX Runtime on the build's own ONNX file. GPU behaviour (compile, CUDA
+graphs, cache artifacts, CUDA shared memory) runs on the GPU machine through
+benchmarks/bench_gpu_serving.py and is skipped here with the reason."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from repo_gen.compare import max_relative_error
+from repo_gen.errors import UserError
+from tests.conftest import TEST_MAX_BATCH, TEST_MODEL, _need_tritonserver
+
+TORCH_MODEL = f"{TEST_MODEL}_torch_fp32"
+PY_MODEL = f"{TEST_MODEL}_py_fp32"
+
+
+@pytest.fixture(scope="module")
+def torch_repo(tmp_path_factory):
+    from repo_gen.build import build
+    from repo_gen.config import BuildConfig
+    from repo_gen.torch.runtime import visible_gpus
+
+    if visible_gpus():
+        pytest.skip("a GPU is visible: this file checks the CPU fallback (the GPU path runs in bench_gpu_serving.py)")
+    out = tmp_path_factory.mktemp("torchrepo") / "model_repository"
+    report = build(BuildConfig(model=TEST_MODEL, output=out, max_batch=TEST_MAX_BATCH, precisions=("fp32",),
+                               runtimes=("torch", "py"), pipeline=False))
+    return out, report
+
+
+def test_cpu_build_says_what_it_built(torch_repo):
+    repo, report = torch_repo
+    (entry,) = [e for e in report.entries if e.name == TORCH_MODEL]
+    note = entry.status_reason  # also logged as one warning line
+    assert "no CUDA GPU here" in note and "eager FP32 CPU model" in note and "--runtimes torch" in note
+    assert "\n" not in note
+    meta = json.loads((repo / TORCH_MODEL / "1" / "torch_meta.json").read_text())
+    assert meta["device"] == "cpu" and meta["compile_mode"] is None and meta["timm_name"] == TEST_MODEL
+    cfg = (repo / TORCH_MODEL / "config.pbtxt").read_text()
+    assert "KIND_CPU" in cfg and "gpus" not in cfg
+    manifest = json.loads((repo / "repo-gen.json").read_text())
+    entry = manifest["models"][TORCH_MODEL]
+    assert entry["runtime"] == "torch" and entry["backend"] == "python" and entry["status"] == "ready"
+
+
+@pytest.mark.server
+def test_served_torch_model_matches_onnxruntime(torch_repo, tmp_path):
+    _need_tritonserver()
+    import tritonclient.grpc as grpcclient
+
+    from repo_gen.onnx.runner import make_session
+    from repo_gen.triton.server import TritonServer, free_ports
+
+    repo, _ = torch_repo
+    served = tmp_path / "model_repository"
+    shutil.copytree(repo, served)
+    server = TritonServer(served, ports=free_ports(), exit_on_error=False)
+    server.start(timeout_s=300)
+    with server:
+        status, text = server.load_model(TORCH_MODEL)
+        assert status == 200, text
+        client = grpcclient.InferenceServerClient(server.grpc_url)
+        ort = make_session(repo / PY_MODEL / "1" / "model.onnx")
+        for batch in (1, 3, TEST_MAX_BATCH):
+            x = np.random.default_rng(batch).random((batch, 3, 256, 256), dtype=np.float32)
+            inp = grpcclient.InferInput("input", list(x.shape), "FP32")
+            inp.set_data_from_numpy(x)
+            got = client.infer(TORCH_MODEL, [inp]).as_numpy("logits")
+            assert got.shape == (batch, 1000)
+            assert max_relative_error(ort.run(None, {"input": x})[0], got) <= 1e-4
+        # A bad request fails alone and the model keeps serving.
+        bad = grpcclient.InferInput("input", [1, 3, 128, 128], "FP32")
+        bad.set_data_from_numpy(np.zeros((1, 3, 128, 128), np.float32))
+        with pytest.raises(Exception, match="shape|dims|unexpected"):
+            client.infer(TORCH_MODEL, [bad])
+        assert server.is_ready()
+
+
+def test_gpu_instance_groups_render_and_parse():
+    """Instance groups across GPUs go through Triton's own schema (model_config_pb2)."""
+    from repo_gen.triton.config import ModelConfigSpec, TensorSpec
+    from repo_gen.triton.render import parse_config, render_config
+
+    spec = ModelConfigSpec(name="m", template="python", max_batch_size=64,
+                           inputs=[TensorSpec("input", "TYPE_FP32", [3, 256, 256])],
+                           outputs=[TensorSpec("logits", "TYPE_FP32", [1000])], instance_count=2,
+                           instance_kind="KIND_GPU", gpus=[0, 1], preferred_batch_sizes=[8, 32, 64],
+                           parameters={"FORCE_CPU_ONLY_INPUT_TENSORS": "no"})
+    cfg = parse_config(render_config(spec))
+    (group,) = cfg.instance_group
+    assert group.count == 2 and list(group.gpus) == [0, 1] and group.kind == group.KIND_GPU
+    assert list(cfg.dynamic_batching.preferred_batch_size) == [8, 32, 64]
+
+
+@pytest.mark.server
+def test_triton_core_accepts_gpu_instance_groups(torch_repo, tmp_path):
+    """The real Triton core reads a KIND_GPU / gpus config: on this GPU-less server the load fails
+    on the missing GPU, not on the config's text (a bad field would fail as "failed to read text proto")."""
+    _need_tritonserver()
+    from repo_gen.triton.server import TritonServer, free_ports
+
+    repo, _ = torch_repo
+    served = tmp_path / "model_repository"
+    shutil.copytree(repo, served)
+    cfg = served / TORCH_MODEL / "config.pbtxt"
+    cfg.write_text(cfg.read_text().replace("  kind: KIND_CPU\n", "  kind: KIND_GPU\n  gpus: [ 0, 1 ]\n"))
+    from repo_gen.errors import BuildFailure
+
+    server = TritonServer(served, ports=free_ports(), exit_on_error=True)
+    with pytest.raises(BuildFailure, match="unsupported gpu id 0") as e:
+        server.start(timeout_s=300)
+    server.stop()
+    assert "text proto" not in str(e.value)
+
+
+@pytest.mark.parametrize("spec, fix", [("", "empty list"), ("0", "no CUDA GPU"), ("a,b", "comma list")])
+def test_bad_gpu_lists_are_one_line_errors(spec, fix):
+    from repo_gen.torch.runtime import parse_gpus, resolve_gpus, visible_gpus
+
+    if visible_gpus():
+        pytest.skip("checks a machine without GPUs")
+    with pytest.raises(UserError, match=fix) as e:
+        resolve_gpus(parse_gpus(spec))
+    assert "\n" not in str(e.value)
+
+
+def test_gpu_only_paths_skip_here():
+    pytest.importorskip("torch")
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA GPU: the compiled GPU model is built and served by benchmarks/bench_gpu_serving.py "
+                    "on the GPU machine (RESULTS.md, 'Served on a GPU')")
+
+
+def test_serve_gpu_override_moves_only_gpu_groups():
+    from repo_gen.torch.runtime import gpu_config_override
+    from repo_gen.triton.config import ModelConfigSpec, TensorSpec
+    from repo_gen.triton.render import render_config
+
+    def spec(kind, gpus):
+        return ModelConfigSpec(name="m", template="python", max_batch_size=8,
+                               inputs=[TensorSpec("input", "TYPE_FP32", [3, 64, 64])],
+                               outputs=[TensorSpec("logits", "TYPE_FP32", [10])], instance_count=2,
+                               instance_kind=kind, gpus=gpus)
+
+    moved = json.loads(gpu_config_override(render_config(spec("KIND_GPU", [0])), (1, 2)))
+    assert moved["instance_group"] == [{"count": 2, "kind": "KIND_GPU", "gpus": [1, 2]}]
+    assert gpu_config_override(render_config(spec("KIND_CPU", [])), (0,)) is None
+
+
+def test_build_with_bad_gpus_leaves_no_repository(tmp_path):
+    from repo_gen.config import BuildConfig
+    from repo_gen.torch.runtime import visible_gpus
+
+    if visible_gpus():
+        pytest.skip("checks a machine without GPUs")
+    out = tmp_path / "model_repository"
+    with pytest.raises(UserError, match="--gpus"):
+        BuildConfig(model=TEST_MODEL, output=out, runtimes=("torch",), gpus=(0,))
+    assert not out.exists()
