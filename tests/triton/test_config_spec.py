@@ -4,9 +4,9 @@ byte for byte: tune and the benchmarks write configs through the same templates 
 import pytest
 
 from repo_gen.errors import BuildFailure
+from repo_gen.tasks import CLASSIFICATION
 from repo_gen.triton.config import ModelConfigSpec
 from repo_gen.triton.config_spec import render_model_config, spec_from_config
-from repo_gen.tasks import CLASSIFICATION
 from repo_gen.triton.models import warmups
 from repo_gen.triton.render import parse_config, render_config
 
