@@ -174,3 +174,28 @@ def test_doctor_json_and_exit_code(capsys):
     missing_required = [r for r in rows if r["required"] and not r["ok"]]
     assert rc == (1 if missing_required else 0)
     assert {r["name"] for r in rows if r["required"]} >= {"onnx", "onnxruntime", "torch"}
+
+
+def test_serve_chooses_models_from_the_typed_manifest(tmp_path):
+    from repo_gen.manifest import ModelEntry
+    from repo_gen.triton.server import choose_models
+
+    def entry(name, backend, status="ready", **kw):
+        return ModelEntry(name, "m", name.split("_")[1], backend, "fp32", [1], [], status=status,
+                          status_reason=f"{name} reason", **kw).to_dict()
+
+    models = {"m_py_fp32": entry("m_py_fp32", "python"),
+              "m_py_int8": entry("m_py_int8", "python", "inaccurate"),
+              "m_trt_fp16": entry("m_trt_fp16", "tensorrt", "not_built"),
+              "m_pipeline": entry("m_pipeline", "ensemble", extra={"steps": ["m_preprocess", "m_trt_fp16"]})}
+    for name in [*models, "m_preprocess"]:
+        (tmp_path / name).mkdir()
+    (tmp_path / "m_preprocess" / "config.pbtxt").write_text('name: "m_preprocess"\nbackend: "python"\n')
+    (tmp_path / MANIFEST_NAME).write_text(json.dumps({"schema": 2, "models": models, "builds": {}}))
+    got = {c.name: c for c in choose_models(tmp_path, ["python"])}
+    assert got["m_py_fp32"].serve and got["m_preprocess"].serve
+    assert not got["m_py_int8"].serve and "m_py_int8 reason" in got["m_py_int8"].reason
+    assert not got["m_trt_fp16"].serve and "not built" in got["m_trt_fp16"].reason
+    assert not got["m_pipeline"].serve and "m_trt_fp16" in got["m_pipeline"].reason
+    assert {c.name for c in choose_models(tmp_path, ["python"], allow_inaccurate=True) if c.serve} == \
+        {"m_py_fp32", "m_py_int8", "m_preprocess"}

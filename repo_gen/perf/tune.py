@@ -64,9 +64,9 @@ from typing import Any
 from repo_gen.errors import BuildFailure, UserError
 from repo_gen.fileio import write_atomic, write_json_atomic
 from repo_gen.log import console, logger
+from repo_gen.manifest import MANIFEST_NAME, ModelEntry, load_manifest
 from repo_gen.perf.analyzer import Analyzer, PerfPoint, PerfSettings, ServerDied, UnstableMeasurement
 from repo_gen.perf.tune_rules import OBJECTIVES, Decision, Sample, better, decide, gain, pick_point, primary
-from repo_gen.triton.repository import MANIFEST_NAME, read_manifest
 
 MIN_GAIN = 0.05  # Model Analyzer's rule: stop growing a dimension when the objective gains < 5%
 DIMENSIONS = ("instance_count", "intra_op_threads", "max_queue_delay_us", "max_batch_size", "preferred_batch_sizes")
@@ -237,18 +237,14 @@ def config_text(cfg: Any, header: str, comment_model_file: str | None = None) ->
     return render_model_config(cfg, header, comment_model_file)
 
 
-def max_batch_limit(entry: dict | None, cfg_max: int) -> int:
+def max_batch_limit(entry: ModelEntry | None, cfg_max: int) -> int:
     """The largest max_batch_size tune may set: the manifest's (a TensorRT plan's profile max),
     else the config's own."""
     limits = [cfg_max]
-    if entry:
-        if int(entry.get("max_batch_size") or 0) > 0:
-            limits.append(int(entry["max_batch_size"]))
-        extra = entry.get("extra") or {}
-        for key in ("profile_max_batch", "max_batch"):
-            if isinstance(extra.get(key), int) and extra[key] > 0:
-                limits.append(int(extra[key]))
-        prof = extra.get("profile") or {}
+    if entry is not None:
+        if entry.max_batch_size > 0:
+            limits.append(entry.max_batch_size)
+        prof = entry.extra.get("profile") or {}
         if isinstance(prof, dict) and isinstance(prof.get("max"), list) and prof["max"]:
             limits.append(int(prof["max"][0]))
     return max(1, min(limits))
@@ -451,13 +447,12 @@ def run_tune(cfg: TuneConfig) -> TuneResult:
     if not cfg.dry_run:  # refuse before measuring anything if the winner could not be written back
         config_text(base_cfg, "", _model_file(model_dir))
     work.mkdir(parents=True, exist_ok=True)
-    manifest = read_manifest(cfg.repo)
-    entry = manifest["models"].get(cfg.model)
+    entry = load_manifest(cfg.repo).models.get(cfg.model)
     limit = max_batch_limit(entry, int(base_cfg.max_batch_size))
     start = candidate_of(base_cfg)
     if start.max_batch_size > limit:
         logger.warning(f"{cfg.model}: config max_batch_size {start.max_batch_size} is above the manifest's limit {limit}")
-    data_arg = write_input_data(work / "input_data.json", model_dir, (entry or {}).get("data"), cfg.input_data)
+    data_arg = write_input_data(work / "input_data.json", model_dir, entry.data if entry else None, cfg.input_data)
     console.print(f"tune output: {work}")
 
     server = TritonServer(cfg.repo, ports=free_ports(), models=[cfg.model], exit_on_error=False,

@@ -24,9 +24,9 @@ from typing import Any
 from repo_gen import procs
 from repo_gen.errors import BuildFailure, UserError
 from repo_gen.log import logger
+from repo_gen.manifest import ModelEntry, load_manifest
 from repo_gen.tools import TritonInstall, cache_dir, find_tritonserver
 from repo_gen.triton import leftovers
-from repo_gen.triton.repository import read_manifest
 
 BACKEND_OF_PLATFORM = {"tensorrt_plan": "tensorrt", "onnxruntime_onnx": "onnxruntime", "pytorch_libtorch": "pytorch",
                        "tensorflow_savedmodel": "tensorflow", "ensemble": "ensemble"}
@@ -78,8 +78,8 @@ def _config_backend(model_dir: Path) -> str | None:
     return mc.backend or BACKEND_OF_PLATFORM.get(mc.platform, mc.platform) or None
 
 
-def _has_plan(model_dir: Path, entry: dict) -> bool:
-    return any((model_dir / str(v) / "model.plan").is_file() for v in entry.get("versions", []))
+def _has_plan(model_dir: Path, entry: ModelEntry) -> bool:
+    return any((model_dir / str(v) / "model.plan").is_file() for v in entry.versions)
 
 
 def choose_models(repo: Path, backends: list[str], allow_inaccurate: bool = False) -> list[ModelChoice]:
@@ -90,7 +90,7 @@ def choose_models(repo: Path, backends: list[str], allow_inaccurate: bool = Fals
     """
     if not repo.is_dir():
         raise UserError(f"--model-repository {repo}: no such directory; run `repo-gen build --output {repo}` first")
-    manifest = read_manifest(repo)["models"]
+    manifest = load_manifest(repo).models
     dirs = sorted(p for p in repo.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not dirs:
         raise UserError(f"--model-repository {repo}: holds no models; run `repo-gen build --output {repo}` first")
@@ -99,24 +99,24 @@ def choose_models(repo: Path, backends: list[str], allow_inaccurate: bool = Fals
     ensembles: dict[str, list[str]] = {}
     for d in dirs:
         entry = manifest.get(d.name)
-        backend = entry["backend"] if entry else _config_backend(d)
+        backend = entry.backend if entry else _config_backend(d)
         if backend is None:
             choices[d.name] = ModelChoice(d.name, False, "no readable config.pbtxt")
             continue
-        if entry and entry["status"] == "not_built" and backend == "tensorrt" and _has_plan(d, entry):
+        if entry and entry.status == "not_built" and backend == "tensorrt" and _has_plan(d, entry):
             pass  # built after repo-gen wrote it (rebuild_engine.sh): servable now
-        elif entry and entry["status"] == "not_built":
-            choices[d.name] = ModelChoice(d.name, False, f"not built: {entry.get('status_reason', '')}")
+        elif entry and entry.status == "not_built":
+            choices[d.name] = ModelChoice(d.name, False, f"not built: {entry.status_reason}")
             continue
-        if entry and entry["status"] == "inaccurate" and not allow_inaccurate:
-            choices[d.name] = ModelChoice(d.name, False, f"missed its fidelity tolerance ({entry.get('status_reason', '')}); --allow-inaccurate serves it")
+        if entry and entry.status == "inaccurate" and not allow_inaccurate:
+            choices[d.name] = ModelChoice(d.name, False, f"missed its fidelity tolerance ({entry.status_reason}); --allow-inaccurate serves it")
             continue
         if backend not in have:
             choices[d.name] = ModelChoice(d.name, False, f"this tritonserver has no '{backend}' backend")
             continue
         choices[d.name] = ModelChoice(d.name, True)
         if backend == "ensemble":
-            ensembles[d.name] = list((entry or {}).get("extra", {}).get("steps", []))
+            ensembles[d.name] = list(entry.extra.get("steps", [])) if entry else []
     for name, steps in ensembles.items():
         missing = [s for s in steps if not choices.get(s, ModelChoice(s, False)).serve]
         if missing:

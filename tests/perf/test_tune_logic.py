@@ -56,8 +56,13 @@ def test_candidate_roundtrip_and_clamping():
 
 def test_max_batch_limit_respects_manifest_and_plan_profile():
     assert max_batch_limit(None, 16) == 16
-    assert max_batch_limit({"max_batch_size": 8}, 16) == 8
-    assert max_batch_limit({"max_batch_size": 64, "extra": {"profile": {"max": [32, 3, 256, 256]}}}, 64) == 32
+    from repo_gen.manifest import ModelEntry
+
+    def entry(**kw):
+        return ModelEntry("m_trt_fp16", "m", "trt", "tensorrt", "fp16", [1], [], **kw)
+
+    assert max_batch_limit(entry(max_batch_size=8), 16) == 8
+    assert max_batch_limit(entry(max_batch_size=64, extra={"profile": {"max": [32, 3, 256, 256]}}), 64) == 32
     start = Candidate(1, 0, 100, 16)
     with pytest.raises(UserError, match="--max-batch-sizes 32"):
         dimension_values("max_batch_size", TuneGrid(max_batch_sizes=[8, 32]), start, 16, 2)
