@@ -72,13 +72,13 @@ def main() -> int:
         report = build(cfg)
         result["build_seconds"] = round(time.perf_counter() - t, 1)
         result["timings_s"] = report.timings_s
-        variants = {v["precision"]: v for v in report.variants}
+        variants = {v.precision: v.record() for v in report.variants}
         with TritonServer(cfg.output, ports=free_ports(), exit_on_error=False) as server:
             rows = heldout_accuracy(cfg.output, [f"{MODEL}_py_{p}" for p in PRECISIONS], server.url("grpc"))
     result["accuracy"] = [asdict(r) for r in rows]
     result["variants"] = {}
     for prec, v in variants.items():
-        fid, rep = v.get("fidelity") or {}, v.get("report") or {}
+        fid, rep = (v.get("fidelity") or {}).get("metrics") or {}, v.get("report") or {}
         result["variants"][prec] = {
             "status": v["status"], "cosine_mean": fid.get("cosine_mean"), "top1_agreement": fid.get("top1_agreement"),
             "kept_higher_precision": rep.get("fp32_nodes", rep.get("kept_float_nodes")),

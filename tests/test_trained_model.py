@@ -74,8 +74,8 @@ def test_fallback_decisions_recorded(digits_build):
     for p in ("fp16", "int8"):
         search = variants[p]["report"]["search"]
         assert search["stop_reason"] and isinstance(search["kept_nodes"], list)
-        assert variants[p]["report"]["tolerance"]["top1_drop_points"] == cfg.accuracy_tolerance
-        assert variants[p]["fidelity"]["accuracy"]["n"] == 540
+        assert variants[p]["report"]["accuracy_tolerance_points"] == cfg.accuracy_tolerance
+        assert variants[p]["fidelity"]["metrics"]["accuracy"]["n"] == 540
 
 
 def test_served_top1_per_precision(digits_build, digits_server):

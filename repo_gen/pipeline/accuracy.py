@@ -70,10 +70,9 @@ def ort_logits(onnx_file: Path, x: np.ndarray, dtype: type = np.float32) -> np.n
 def repository_accuracy(repo: Path, models: list[str], x: np.ndarray, y: np.ndarray, url: str | None = None,
                         batch: int = 8) -> list[AccuracyRow]:
     """Served (when `url` is given) and in-process top-1 of each model of `repo` on images `x`, labels `y`."""
-    from repo_gen.triton.repository import read_manifest
+    from repo_gen.manifest import load_manifest
 
-    manifest = read_manifest(Path(repo))
-    entries = manifest["models"]
+    entries = load_manifest(Path(repo)).models
     rows = []
     for name in models:
         model_dir = Path(repo) / name
@@ -83,7 +82,7 @@ def repository_accuracy(repo: Path, models: list[str], x: np.ndarray, y: np.ndar
         served = served_logits(url, name, x, dtype, batch) if url else None
         rows.append(AccuracyRow(
             model=name,
-            precision=str(entries.get(name, {}).get("precision", "?")),
+            precision=entries[name].precision if name in entries else "?",
             images=len(y),
             served_top1=_top1(served, y),
             ort_top1=_top1(ort, y),

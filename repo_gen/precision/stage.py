@@ -195,8 +195,7 @@ def make_fp16(ctx: PrecisionContext, timings: dict) -> PrecisionVariant:
     ]
     tolerance = Tolerance("rel_l2 <= tolerance and top-1 agreement 100%", tol)
     report = {
-        "tolerance": {"metric": "rel_l2 <= tolerance and top-1 agreement 100%", "value": tol,
-                      "top1_drop_points": cfg.accuracy_tolerance},
+        "accuracy_tolerance_points": cfg.accuracy_tolerance,
         "search": _search_report(res, candidates),
         "fp32_nodes": n_fp32,
         "forced_fp32_nodes": forced,
@@ -265,8 +264,7 @@ def make_int8(ctx: PrecisionContext, timings: dict) -> PrecisionVariant:
                           f"(--int8-top1-tolerance {top1_tol:g})", tol)
     report = {
         "verdict": {name: v.to_dict() for name, v in verdicts.items()},
-        "tolerance": {"metric": "mean cosine similarity >= tolerance", "value": tol,
-                      "top1_drop_points": cfg.accuracy_tolerance},
+        "accuracy_tolerance_points": cfg.accuracy_tolerance,
         "quantizer": "onnxruntime.quantization.quantize_static (QDQ), calibration cached once",
         "calibration": {**calib_info, **ctx.data_report["calibration"]},
         "search": _search_report(res, candidates),
