@@ -160,7 +160,7 @@ def resolve_labels(
         names = read_labels_file(labels_file)
         if len(names) != num_classes:
             raise UserError(
-                f"{LABELS_FLAG} {labels_file}: {len(names)} names, but the checkpoint's classifier head has "
+                f"{LABELS_FLAG} {labels_file}: {len(names)} names, but the model's classifier head has "
                 f"{num_classes} outputs; give exactly {num_classes} lines, one per output in order"
             )
         labels = Labels(tuple(names), "file", str(labels_file))

@@ -170,7 +170,7 @@ CASES = [
     Case("build-labels-duplicate", "build", lambda c: build_args(c, "--labels", str(c.files / "dup.txt")), 2,
          r"--labels .*dup\.txt: 'cat' appears on lines 1 and 3; class names must be unique"),
     Case("build-labels-count", "build", lambda c: build_args(c, "--labels", str(c.files / "three.txt")), 2,
-         r"--labels .*three\.txt: 3 names, but the checkpoint's classifier head has 1000 outputs; give exactly 1000"),
+         r"--labels .*three\.txt: 3 names, but the model's classifier head has 1000 outputs; give exactly 1000"),
     Case("build-eval-folders-disagree", "build", lambda c: build_args(c, "--eval-dir", str(c.files / "pets")), 2,
          r"--eval-dir .*pets: class folders cat, dog match none of the model's 1000 classes.*--labels FILE"),
     Case("build-head-one-output", "build", lambda c: build_args(c, W, str(c.files / "one_output.pth")), 2,
