@@ -75,7 +75,7 @@ def throughput(paths: dict[str, Path], x: np.ndarray, rounds: int = 10) -> dict[
 
 def digits(out: Path) -> dict:
     from repo_gen.config import BuildConfig
-    from repo_gen.precision.digits_fixture import ensure_digits_checkpoint, write_digit_folders
+    from repo_gen.fixtures.digits import ensure_digits_checkpoint, write_digit_folders
     from repo_gen.precision.stage import make_precision_variants
 
     ckpt = ensure_digits_checkpoint()

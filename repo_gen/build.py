@@ -80,7 +80,9 @@ class BuildReport:
         d = self.to_dict()
         return {"model": cfg.model, "repo_gen_version": __version__, "python": platform.python_version(),
                 # "output" is this repository itself: its build-machine path is left out so it can move
-                "options": {**cfg.to_dict(), "output": "."}, "weights": d["weights"], "export_check": d["export_check"],
+                "options": {**cfg.to_dict(), "output": "."},
+                "labels": {**cfg.model_data.labels.to_dict(), "names": list(cfg.model_data.labels.names)},
+                "weights": d["weights"], "export_check": d["export_check"],
                 "variants": d["variants"], "timings_s": self.timings_s, "notes": self.notes,
                 "cache": cache.summary()}
 
@@ -139,7 +141,10 @@ def build(cfg: BuildConfig, lock_timeout_s: float = 0.0) -> BuildReport:
         export, fp32_key = fp32_cached(cfg, tx.work, cache, t)
         check_export(cfg, export)
         variants = make_variants(cfg, export.onnx, tx.work, t, cache=cache, fp32_key=fp32_key)
-        labels = get_task(cfg.task).labels(export.num_classes)
+        if export.num_classes != cfg.model_data.num_classes:  # the checkpoint changed since the config read it
+            raise BuildFailure(f"{cfg.weights}: head has {export.num_classes} outputs, "
+                               f"{cfg.model_data.num_classes} when first read")
+        labels = list(cfg.model_data.labels.names)
         entries = write_variants(cfg, tx, variants, labels, library)
         notes = [*export.notes, *cache.notes]
         if cfg.pipeline:

@@ -151,6 +151,9 @@ def precision_stage_inputs(cfg: Any, fp32_key: str) -> dict[str, Any]:
         "fp16_tolerance": cfg.fp16_tolerance,
         "int8_tolerance": cfg.int8_tolerance,
         "int8_top1_tolerance": cfg.int8_top1_tolerance,
+        "accuracy_tolerance": cfg.accuracy_tolerance,
+        "data": cfg.data.to_dict(),  # calibration and evaluation images go through it
+        "labels": list(cfg.model_data.labels.names),  # map eval class folders to classes (accuracy)
         "allow_inaccurate": cfg.allow_inaccurate,
         "seed": cfg.seed,
     }

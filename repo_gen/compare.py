@@ -36,12 +36,20 @@ def fidelity(ref: np.ndarray, out: np.ndarray) -> dict[str, float]:
     }
 
 
-def accuracy(logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-    """Top-1 / top-5 accuracy (in %) of logits [N, C] against integer labels [N]."""
+def accuracy(logits: np.ndarray, labels: np.ndarray, names: tuple[str, ...] | list[str] | None = None) -> dict:
+    """Top-1 / top-5 accuracy (in %) of logits [N, C] against integer labels [N].
+
+    With class `names`, also "per_class": {name: [correct top-1, images]} for every class present.
+    """
     k = min(5, logits.shape[1])
     topk = np.argsort(-logits, axis=1)[:, :k]
-    return {
+    out: dict = {
         "top1": float(np.mean(topk[:, 0] == labels) * 100),
         "top5": float(np.mean([lbl in row for lbl, row in zip(labels, topk, strict=True)]) * 100),
         "n": int(len(labels)),
     }
+    if names is not None:
+        hit = topk[:, 0] == labels
+        out["per_class"] = {names[c]: [int(hit[labels == c].sum()), int((labels == c).sum())]
+                            for c in sorted(set(labels.tolist()))}
+    return out

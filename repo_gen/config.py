@@ -12,7 +12,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from repo_gen.errors import UserError
-from repo_gen.models import ModelSpec, get_model_spec
+from repo_gen.models import DataConfig, ModelSpec, get_model_spec
+from repo_gen.models.data_config import DataOverrides, parse_triple
+from repo_gen.models.model_data import ModelData, resolve_model_data
 
 PRECISIONS = ("fp32", "fp16", "int8")
 # Runtimes a model variant can be served by. "onnx": Triton's onnxruntime backend (NGC image);
@@ -104,6 +106,12 @@ class BuildConfig:
         max_queue_delay_us: dynamic batcher queue delay.
         gpus: GPU indices for the instance groups of GPU runtimes (torch); None: every visible GPU.
         torch_dtype: compute dtype of the torch runtime (fp32/fp16/bf16); None: the variant's precision.
+        accuracy_tolerance: with a labelled --eval-dir, an FP16/INT8 variant whose top-1 falls more
+            than this many points below FP32's is "inaccurate" (on top of the fidelity tolerances).
+        labels: `--labels` file (UTF-8, one class name per line); None: the checkpoint's names, the
+            class folders of eval_dir / calib_dir, ImageNet's for 1000 classes, else class_<i>.
+        mean, std, interpolation, crop_pct: preprocessing overrides; None keeps the checkpoint's
+            pretrained_cfg, else timm's (`repo_gen.models.data_config`).
         use_cache: reuse stage artifacts from the content-hash stage cache (`repo_gen.cache`);
             False (`--no-cache`) runs every stage and stores nothing.
         triton_image: the tritonserver image that serves the repository (named in each plan's
@@ -139,6 +147,7 @@ class BuildConfig:
     fp16_tolerance: float = 5e-3
     int8_tolerance: float = 0.99
     int8_top1_tolerance: float = 0.02  # at most this fraction of eval images may change top-1 class under INT8
+    accuracy_tolerance: float = 1.0
     trt_plugin_lib: Path | None = None
     builder_opt_level: int = 3
     version_compatible: bool = False
@@ -148,8 +157,14 @@ class BuildConfig:
     task: str = "classification"
     gpus: tuple[int, ...] | str | None = None
     torch_dtype: str | None = None
+    labels: Path | None = None
+    mean: tuple[float, ...] | str | None = None
+    std: tuple[float, ...] | str | None = None
+    interpolation: str | None = None
+    crop_pct: float | None = None
 
     spec: ModelSpec = field(init=False, repr=False)
+    model_data: ModelData = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.spec = get_model_spec(self.model)
@@ -167,7 +182,7 @@ class BuildConfig:
         if not 1 <= self.opt_batch <= self.max_batch:
             raise UserError(f"--opt-batch {self.opt_batch}: must be between 1 and --max-batch ({self.max_batch})")
         if self.image_size is None:
-            self.image_size = self.spec.default_size
+            self.image_size = self._checkpoint_image_size() or self.spec.default_size
         m = self.spec.size_multiple
         if self.image_size < m or self.image_size % m or self.image_size > 2048:
             raise UserError(
@@ -201,6 +216,8 @@ class BuildConfig:
             raise UserError(f"--calib-method {self.calib_method}: choose max, percentile or entropy")
         if not 0.0 <= self.int8_top1_tolerance <= 1.0:
             raise UserError(f"--int8-top1-tolerance {self.int8_top1_tolerance}: a fraction from 0 to 1 (0.02 = 2% of images)")
+        if not 0 <= self.accuracy_tolerance <= 100:
+            raise UserError(f"--accuracy-tolerance {self.accuracy_tolerance}: top-1 points, from 0 to 100")
         if self.calib_count < 1:
             raise UserError(f"--calib-count {self.calib_count}: must be >= 1")
         for flag, path in (("--calib-dir", self.calib_dir), ("--eval-dir", self.eval_dir)):
@@ -237,6 +254,17 @@ class BuildConfig:
 
         if self.task not in available_tasks():
             raise UserError(f"task {self.task!r}: unknown; choose from {', '.join(available_tasks())}")
+        mean, std = parse_triple(self.mean, "--mean"), parse_triple(self.std, "--std")
+        self.mean, self.std = mean, std
+        if self.labels is not None:
+            self.labels = Path(self.labels)
+        # Class names and preprocessing, decided once before any stage runs (repo_gen.models.model_data).
+        self.model_data = resolve_model_data(
+            self.spec, self.weights,
+            DataOverrides(mean, std, self.interpolation, self.crop_pct, self.image_size),
+            self.labels, self.eval_dir, self.calib_dir,
+        )
+
 
     def _check_tolerances(self) -> None:
         import math
@@ -266,14 +294,23 @@ class BuildConfig:
                             f"{', '.join(variants)} (or {self.model}_<that>)")
         return short
 
+    def _checkpoint_image_size(self) -> int | None:
+        """Input size of the checkpoint's pretrained_cfg (a fine-tuned model's training size), if stored."""
+        if self.weights is None:
+            return None
+        from repo_gen.torch.loader import read_checkpoint
+
+        size = (read_checkpoint(self.weights).pretrained_cfg or {}).get("input_size")
+        return int(size[-1]) if isinstance(size, (list, tuple)) and size else None
+
     @property
-    def data(self):
-        assert self.image_size is not None
-        return self.spec.data.with_size(self.image_size)
+    def data(self) -> DataConfig:
+        return self.model_data.data
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d.pop("spec", None)
+        d.pop("model_data", None)
         for k, v in list(d.items()):
             if isinstance(v, Path):
                 d[k] = str(v)

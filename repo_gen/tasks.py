@@ -41,7 +41,8 @@ def _classification_io(image_size: int, num_classes: int, io_dtype: str) -> tupl
     from repo_gen.onnx.export import OUTPUT_NAME
 
     dt = _TRITON_DTYPE[io_dtype]
-    return ([TensorSpec(INPUT_NAME, dt, [3, image_size, image_size])],
+    # format: Triton's own image clients (image_client.py) refuse an image input whose format is FORMAT_NONE.
+    return ([TensorSpec(INPUT_NAME, dt, [3, image_size, image_size], format="FORMAT_NCHW")],
             [TensorSpec(OUTPUT_NAME, dt, [num_classes], label_filename=LABELS_FILE)])
 
 

@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # The main job on a fresh clone, one command:
-#   set up (scripts/setup.sh) -> repo-gen build (default: mobilevit_s, fp32/fp16/int8, every
-#   runtime, the image pipeline) -> repo-gen serve -> classify a real photo through Triton ->
-#   short perf_analyzer measurement (repo-gen bench) -> stop the server.
-# Environment: MODEL (default mobilevit_s), OUT (default model_repository), any extra
-# arguments are passed to `repo-gen build` (e.g. --weights ckpt.pth).
+#   set up (scripts/setup.sh) -> train mobilevit_xxs on scikit-learn's digits (or reuse it from the
+#   cache) -> repo-gen build of that TRAINED model with its own labels (fp32/fp16/int8) -> repo-gen
+#   build of the performance demo (default: mobilevit_s, UNTRAINED random weights) -> repo-gen serve
+#   -> classify held-out digits through mobilevit_xxs_pipeline -> served top-1 per precision over the
+#   whole held-out split next to ONNX Runtime's -> a photo through the demo's pipeline -> short
+#   perf_analyzer measurement (repo-gen bench) -> stop the server.
+# Environment: MODEL (perf demo, default mobilevit_s), OUT (default model_repository); any extra
+# arguments are passed to the demo's `repo-gen build` (e.g. --weights ckpt.pth).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -14,7 +17,18 @@ MODEL=${MODEL:-mobilevit_s}
 OUT=${OUT:-model_repository}
 HTTP=${HTTP_PORT:-8000}; GRPC=${GRPC_PORT:-8001}; METRICS=${METRICS_PORT:-8002}
 
+DIGITS=mobilevit_xxs
+WORK=$(mktemp -d -t repo-gen-quickstart.XXXXXX)
+
 repo-gen doctor
+echo "== the trained model: $DIGITS on scikit-learn's digits (trained once, then reused from the cache)"
+python scripts/train_digits_fixture.py --write-eval "$WORK/heldout"
+python scripts/train_digits_fixture.py --write-calib "$WORK/calib" --count 256
+CKPT=$(python -c "from repo_gen.fixtures.digits import default_checkpoint; print(default_checkpoint())")
+# Class names ("0".."9") and the 64x64 preprocessing come from the checkpoint itself.
+repo-gen build --model "$DIGITS" --weights "$CKPT" --output "$OUT" --precisions fp32,fp16,int8 \
+  --calib-dir "$WORK/calib" --calib-count 256 --eval-dir "$WORK/heldout" --eval-count 540
+echo "== the performance demo: $MODEL (UNTRAINED unless you pass --weights)"
 repo-gen build --model "$MODEL" --output "$OUT" "$@"
 
 LOG=$(mktemp -t repo-gen-serve.XXXXXX.log)
@@ -30,6 +44,14 @@ for _ in $(seq 1 300); do
 done
 cat "$LOG"
 
+echo "== held-out digits through ${DIGITS}_pipeline (the folder name is the true class)"
+mapfile -t DIGIT_FILES < <(for d in 0 2 3 5 7 9; do find "$WORK/heldout/$d" -name '*.png' | sort | head -1; done)
+repo-gen classify "${DIGIT_FILES[@]}" --url "127.0.0.1:$GRPC" --model "${DIGITS}_pipeline" --top-k 3
+
+echo "== top-1 over the whole held-out split: served through Triton vs ONNX Runtime in process, same graphs"
+python scripts/digits_accuracy.py --model-repository "$OUT" --url "127.0.0.1:$GRPC" \
+  --models "${DIGITS}_py_fp32,${DIGITS}_py_fp16,${DIGITS}_py_int8"
+
 PHOTO=$(mktemp -t repo-gen-photo.XXXXXX.jpg)
 python - "$PHOTO" <<'PY'
 import sys
@@ -37,12 +59,12 @@ from PIL import Image
 from skimage import data
 Image.fromarray(data.chelsea()).save(sys.argv[1], quality=92)  # a real photo of a cat
 PY
-echo "== classify a real photo (scikit-image's 'chelsea', a tabby cat) through ${MODEL}_pipeline"
+echo "== a real photo (scikit-image's 'chelsea', a tabby cat) through ${MODEL}_pipeline: UNTRAINED weights, so the names are meaningless"
 repo-gen classify "$PHOTO" --url "127.0.0.1:$GRPC" --model "${MODEL}_pipeline" --top-k 5
 
 echo "== short perf_analyzer measurement"
 repo-gen bench --model-repository "$OUT" --url "127.0.0.1:$GRPC" --models "${MODEL}_py_fp32" \
   --concurrency 1,4 --measurement-mode count_windows --measurement-request-count 60 --max-trials 6 \
   --output "bench-quickstart"
-rm -f "$PHOTO"
+rm -rf "$PHOTO" "$WORK"
 echo "quickstart: done (repository: $OUT, bench report: bench-quickstart/report.md)"

@@ -6,7 +6,7 @@
     python scripts/train_digits_fixture.py --write-eval DIR     # held-out digits as DIR/<class>/*.png
     python scripts/train_digits_fixture.py --write-calib DIR    # training digits as DIR/<class>/*.png
 
-Only parses arguments and calls repo_gen.precision.digits_fixture.
+Only parses arguments and calls repo_gen.fixtures.digits.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import argparse
 import json
 from pathlib import Path
 
+from repo_gen.fixtures import digits as fx
 from repo_gen.log import setup
-from repo_gen.precision import digits_fixture as fx
 
 
 def main() -> None:

@@ -11,6 +11,7 @@ import dataclasses
 import json
 from pathlib import Path
 
+from repo_gen.commands.data_args import add_data_args
 from repo_gen.config import ALL_RUNTIMES, PRECISIONS, RUNTIMES, BuildConfig
 
 # argparse dest -> BuildConfig field, where the names differ.
@@ -41,11 +42,13 @@ def add_parser(sub) -> None:
     g.add_argument("--model", metavar="NAME", help=f"one of: {', '.join(list_models())} (default: {_default('model')})")
     w = g.add_mutually_exclusive_group()
     w.add_argument("--weights", type=Path, metavar="PATH",
-                   help="checkpoint: a timm state_dict, or a dict holding one under state_dict/model/ema (loaded with weights_only=True)")
+                   help="checkpoint: a timm or Apple ml-cvnets MobileViT state_dict, or a dict holding one under "
+                   "state_dict/model/ema (with optional class_names and pretrained_cfg; loaded with weights_only=True)")
     w.add_argument("--pretrained", action="store_true", default=None, help="timm's pretrained weights (needs network or a filled HF cache)")
     g.add_argument("--image-size", type=int, default=None, metavar="N", help="input height = width (default: the model's, 256 for MobileViT)")
     g.add_argument("--seed", type=int, help="random-init seed when neither --weights nor --pretrained is given "
                    f"(default: {_default('seed')})")
+    add_data_args(p)
 
     o = p.add_argument_group("output")
     o.add_argument("--output", type=Path, metavar="DIR", help=f"model repository directory (default: {_default('output')})")
@@ -92,6 +95,9 @@ def add_parser(sub) -> None:
     q.add_argument("--int8-top1-tolerance", type=float, metavar="FRACTION",
                    help="INT8 is also rejected when more than this fraction of evaluation images change their top-1 "
                    f"class vs FP32 (default: {_default('int8_top1_tolerance')})")
+    q.add_argument("--accuracy-tolerance", type=float, metavar="POINTS",
+                   help="with a labelled --eval-dir: max top-1 drop of FP16/INT8 vs FP32, in points "
+                   f"(default: {_default('accuracy_tolerance')})")
     q.add_argument("--allow-inaccurate", action="store_true", default=None, help="serve variants that miss their tolerance")
 
     t = p.add_argument_group("TensorRT (plans are built only where TensorRT and a GPU exist)")

@@ -8,7 +8,6 @@ folder to both, the overlap is reported, not hidden.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,11 +15,9 @@ import numpy as np
 
 from repo_gen.data.images import ImageSet, builtin_photos, list_images, load_dir, load_files
 from repo_gen.errors import UserError
+from repo_gen.labels import Labels, class_index
 from repo_gen.log import logger, warn_once
 from repo_gen.models import DataConfig
-
-_INDEX_RE = re.compile(r"^\d+$")
-_SYNSET_RE = re.compile(r"^n\d{8}$")
 
 
 @dataclass
@@ -83,23 +80,11 @@ def _load_spread(root: Path, files: list[Path], data: DataConfig, count: int, se
     return load_files(root, (files[i] for i in order), data, count)
 
 
-def _class_index(folder: str, num_classes: int, synsets: list[str] | None) -> int | None:
-    if _INDEX_RE.match(folder):
-        i = int(folder)
-        return i if i < num_classes else None
-    if _SYNSET_RE.match(folder) and synsets is not None:
-        try:
-            return synsets.index(folder)
-        except ValueError:
-            return None
-    return None
-
-
-def load_eval(eval_dir: Path | None, data: DataConfig, count: int, num_classes: int, seed: int = 0) -> LabeledSet:
+def load_eval(eval_dir: Path | None, data: DataConfig, count: int, labels: Labels, seed: int = 0) -> LabeledSet:
     """Evaluation images: `eval_dir` (class subfolders give labels) or built-in photos (no labels).
 
-    Class subfolders are named by class index (`0`, `1`, ...) or, for 1000-class ImageNet models,
-    by WordNet synset (`n01443537`). Images directly in `eval_dir` (no subfolders) are evaluated
+    Class subfolders are named by class name, class index (`0`, `1`, ...) or, for ImageNet labels,
+    WordNet synset (`n01443537`): `repo_gen.labels.class_index` decides. Images directly in `eval_dir` (no subfolders) are evaluated
     for fidelity only. Up to `count` images are taken, spread round-robin over the classes.
 
     Raises:
@@ -116,20 +101,7 @@ def load_eval(eval_dir: Path | None, data: DataConfig, count: int, num_classes: 
         if not s.names:
             raise UserError(f"--eval-dir {eval_dir}: no readable images (.jpg/.jpeg/.png/.webp) found")
         return LabeledSet(s)
-    synsets = None
-    if num_classes == 1000:
-        from repo_gen.labels import imagenet_synsets
-
-        synsets = imagenet_synsets()
-    found = {d.name: _class_index(d.name, num_classes, synsets) for d in subdirs}
-    bad = [n for n, i in found.items() if i is None]
-    if bad:
-        want = "ImageNet synsets (n01443537) or class indices 0..999" if num_classes == 1000 else f"class indices 0..{num_classes - 1}"
-        raise UserError(
-            f"--eval-dir {eval_dir}: class folders {', '.join(bad[:5])}{' ...' if len(bad) > 5 else ''} do not match "
-            f"the model's {num_classes} labels; name them by {want}"
-        )
-    index = {n: i for n, i in found.items() if i is not None}
+    index = class_index([d.name for d in subdirs], labels, "--eval-dir", eval_dir)
     # Round-robin over classes, so a small --eval-count still covers every class.
     per_class = {d.name: list_images(d) for d in subdirs}
     picked: list[tuple[Path, int]] = []
@@ -145,8 +117,8 @@ def load_eval(eval_dir: Path | None, data: DataConfig, count: int, num_classes: 
         raise UserError(f"--eval-dir {eval_dir}: none of the images could be decoded (e.g. {loaded.skipped[0][0]})")
     if loaded.skipped:
         logger.warning(f"--eval-dir {eval_dir}: skipped {len(loaded.skipped)} unreadable file(s), e.g. {loaded.skipped[0][0]}")
-    labels = np.asarray([label_of[n] for n in loaded.names], np.int64)
-    return LabeledSet(loaded, labels, [d.name for d in subdirs])
+    targets = np.asarray([label_of[n] for n in loaded.names], np.int64)
+    return LabeledSet(loaded, targets, [d.name for d in subdirs])
 
 
 def overlap(calib: ImageSet, ev: ImageSet, calib_dir: Path | None, eval_dir: Path | None) -> int:

@@ -23,6 +23,7 @@ _INTERP = {
     "nearest": Image.Resampling.NEAREST,
     "lanczos": Image.Resampling.LANCZOS,
 }
+INTERPOLATIONS = tuple(_INTERP)
 
 # Memory bound: no image is ever decoded to more than MAX_PIXELS pixels (40 MP: at most 160 MB
 # for RGBA, 120 MB for RGB, before the conversions and the resize, which are smaller than that).

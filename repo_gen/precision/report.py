@@ -29,3 +29,26 @@ def table_rows(variant_rows: list[dict]) -> str:
             f"| {agree1} | {agree5} | {t1} | {t5} | {r.get('kept', '-')} | {r.get('status', '-')} |"
         )
     return "\n".join(lines)
+
+
+def per_class_table(variant_rows: list[dict], max_classes: int = 50) -> str:
+    """Markdown table class x variant of top-1 "correct/images"; empty without labelled evaluation.
+
+    At most `max_classes` rows (the classes FP32 gets most wrong first), so a 1000-class report stays readable.
+    """
+    rows = [r for r in variant_rows if (r.get("accuracy") or {}).get("per_class")]
+    if not rows:
+        return ""
+    ref = rows[0]["accuracy"]["per_class"]
+    classes = sorted(ref, key=lambda c: (ref[c][0] / max(ref[c][1], 1), c))[:max_classes]
+    if len(classes) == len(ref):
+        classes = list(ref)  # all of them: keep the class order
+    head = "| class | " + " | ".join(f"{r['variant']} ({r['graph'].split(' ')[0]})" for r in rows) + " |"
+    lines = [head, "|---|" + "---|" * len(rows)]
+    for c in classes:
+        cells = []
+        for r in rows:
+            got = r["accuracy"]["per_class"].get(c)
+            cells.append("-" if got is None else f"{got[0]}/{got[1]}")
+        lines.append(f"| {c} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)

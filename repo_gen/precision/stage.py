@@ -35,7 +35,7 @@ from repo_gen.log import logger, step
 from repo_gen.precision import PrecisionVariant
 from repo_gen.precision.evaluate import Evaluator, OrtCpuEvaluator
 from repo_gen.precision.gate import int8_verdict
-from repo_gen.precision.report import table_rows
+from repo_gen.precision.report import per_class_table, table_rows
 from repo_gen.precision.search import SearchResult, greedy_search
 from repo_gen.results import Fidelity, Tolerance
 from repo_gen.tasks import get_task
@@ -62,11 +62,19 @@ class PrecisionContext:
     threads: int
     data_report: dict
 
+    def accuracy_fails(self, name: str, f: dict) -> list[str]:
+        """With a labelled evaluation set: `name` loses more top-1 than --accuracy-tolerance points vs FP32."""
+        if self.evalset.labels is None or "accuracy" not in f:
+            return []
+        ref = accuracy(self.ref_eval, self.evalset.labels)["top1"]
+        got, tol = f["accuracy"]["top1"], self.cfg.accuracy_tolerance
+        return [f"{name}: top-1 {got:.2f}% < FP32 {ref:.2f}% - {tol:g} points"] if got < ref - tol else []
+
     def judge(self, out: np.ndarray) -> dict:
         """The task's fidelity metrics vs FP32 on the evaluation set (+ accuracy with labels)."""
         f: dict = get_task(self.cfg.task).fidelity(self.ref_eval, out)
         if self.evalset.labels is not None:
-            f["accuracy"] = accuracy(out, self.evalset.labels)
+            f["accuracy"] = accuracy(out, self.evalset.labels, self.cfg.model_data.labels.names)
         return f
 
 
@@ -83,13 +91,11 @@ def _ort_run(model: onnx.ModelProto | Path, x: np.ndarray, threads: int) -> np.n
 def prepare(cfg: BuildConfig, fp32_path: Path, work: Path, timings: dict) -> PrecisionContext:
     """Load the calibration and evaluation images and the FP32 reference logits."""
     model = onnx.load(str(fp32_path))
-    out_shape = model.graph.output[0].type.tensor_type.shape.dim
-    num_classes = out_shape[-1].dim_value if out_shape and out_shape[-1].HasField("dim_value") else 0
     threads = _threads()
     evaluator: Evaluator = OrtCpuEvaluator(threads=threads)
     with step("precision data", timings):
         calib = load_calibration(cfg.calib_dir, cfg.data, cfg.calib_count, cfg.seed)
-        evalset = load_eval(cfg.eval_dir, cfg.data, cfg.eval_count, num_classes, cfg.seed)
+        evalset = load_eval(cfg.eval_dir, cfg.data, cfg.eval_count, cfg.model_data.labels, cfg.seed)
     n_overlap = overlap(calib, evalset.images, cfg.calib_dir, cfg.eval_dir)
     if n_overlap:
         logger.warning(f"{n_overlap} evaluation images are also calibration images: the fidelity report is optimistic")
@@ -177,6 +183,7 @@ def make_fp16(ctx: PrecisionContext, timings: dict) -> PrecisionVariant:
     fails = [f"{name}: rel L2 {f['rel_l2']:.2e} (tolerance {tol:.0e}), top-1 agreement {f['top1_agreement']:.1%}"
              for name, f in (("FP16 emulation (" + ctx.evaluator.name + ")", faithful), ("served ONNX Runtime", served))
              if not meets(f)]
+    fails += ctx.accuracy_fails("FP16 served ONNX Runtime", served)
     status = "inaccurate" if fails else "ready"
     reason = "; ".join(fails) + (f" ({res.stop_reason})" if fails else "")
     kept_txt = f"{n_fp32} FP32 nodes"
@@ -188,6 +195,7 @@ def make_fp16(ctx: PrecisionContext, timings: dict) -> PrecisionVariant:
     ]
     tolerance = Tolerance("rel_l2 <= tolerance and top-1 agreement 100%", tol)
     report = {
+        "accuracy_tolerance_points": cfg.accuracy_tolerance,
         "search": _search_report(res, candidates),
         "fp32_nodes": n_fp32,
         "forced_fp32_nodes": forced,
@@ -239,6 +247,7 @@ def make_int8(ctx: PrecisionContext, timings: dict) -> PrecisionVariant:
     n_quant_trt = len(int8.quantized_nodes(trt))
     verdicts = {name: int8_verdict(f, tol, top1_tol) for name, f in (("TensorRT form", fid_trt), ("CPU form", fid_cpu))}
     fails = [f"{name}: {', '.join(v.failures())}" for name, v in verdicts.items() if not v.ok]
+    fails += ctx.accuracy_fails("INT8 CPU form", fid_cpu) + ctx.accuracy_fails("INT8 TensorRT form", fid_trt)
     if violations:
         fails.append(f"TensorRT Q/DQ rules violated ({len(violations)}): {violations[0]}")
     status = "inaccurate" if fails else "ready"
@@ -255,6 +264,7 @@ def make_int8(ctx: PrecisionContext, timings: dict) -> PrecisionVariant:
                           f"(--int8-top1-tolerance {top1_tol:g})", tol)
     report = {
         "verdict": {name: v.to_dict() for name, v in verdicts.items()},
+        "accuracy_tolerance_points": cfg.accuracy_tolerance,
         "quantizer": "onnxruntime.quantization.quantize_static (QDQ), calibration cached once",
         "calibration": {**calib_info, **ctx.data_report["calibration"]},
         "search": _search_report(res, candidates),
@@ -276,7 +286,8 @@ def make_int8(ctx: PrecisionContext, timings: dict) -> PrecisionVariant:
 
 
 def fp32_row(ctx: PrecisionContext) -> dict:
-    acc = accuracy(ctx.ref_eval, ctx.evalset.labels) if ctx.evalset.labels is not None else None
+    acc = (accuracy(ctx.ref_eval, ctx.evalset.labels, ctx.cfg.model_data.labels.names)
+           if ctx.evalset.labels is not None else None)
     return {"variant": "fp32", "graph": "fp32.onnx (ONNX Runtime CPU, reference)", "fidelity": None,
             "accuracy": acc, "kept": "-", "status": "ready"}
 
@@ -319,7 +330,11 @@ def make_precision_variants(cfg: BuildConfig, fp32_onnx: Path, work: Path, timin
     if "int8" in precisions:
         variants.append(make_int8(ctx, timings))
     first = fp32_row(ctx)
-    table = table_rows([first, *[r for v in variants for r in v.report["rows"]]]) + "\n\n" + data_note(ctx)
+    rows = [first, *[r for v in variants for r in v.report["rows"]]]
+    table = table_rows(rows) + "\n\n" + data_note(ctx)
+    per_class = per_class_table(rows)
+    if per_class:
+        table += "\n\nPer-class top-1 on the evaluation set (correct / images):\n\n" + per_class
     for v in variants:
         v.report["fp32_row"] = first
         v.report["table_md"] = table

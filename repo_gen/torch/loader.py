@@ -6,6 +6,7 @@ and unpickling arbitrary objects would run code from the file.
 
 from __future__ import annotations
 
+import functools
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,10 @@ from repo_gen.models import ModelSpec
 
 # Keys under which training frameworks nest the state dict, in the order we prefer them
 # (an EMA copy is what people deploy when it exists).
-_NESTED_KEYS = ("state_dict_ema", "model_ema", "ema", "state_dict", "model", "module")
+_NESTED_KEYS = ("state_dict_ema", "model_ema", "ema", "state_dict", "model_state_dict", "model", "module")
+# Where a checkpoint may carry its class names and its timm data config (a dict saved next to the
+# state dict: {"state_dict": ..., "class_names": [...], "pretrained_cfg": {...}}).
+_CLASS_NAME_KEYS = ("class_names", "classes", "labels")
 
 
 @dataclass
@@ -28,6 +32,16 @@ class LoadedModel:
     trained: bool
     checkpoint_sha256: str | None
     weights_path: str | None
+    class_names: list[str] | None = None  # stored in the checkpoint, when it carries them
+    pretrained_cfg: dict[str, Any] | None = None  # timm data config stored in the checkpoint
+    source_format: str = "timm"  # "timm" or "cvnets" (Apple ml-cvnets keys, renamed on load)
+
+
+@dataclass
+class Checkpoint:
+    state: dict[str, Any]
+    class_names: list[str] | None = None
+    pretrained_cfg: dict[str, Any] | None = None
 
 
 def _import_torch():
@@ -43,6 +57,25 @@ def _import_torch():
 
 def read_state_dict(path: Path) -> dict[str, Any]:
     """Return the tensor dict stored in `path`, unwrapping the usual nesting keys."""
+    return read_checkpoint(path).state
+
+
+def read_checkpoint(path: Path) -> Checkpoint:
+    """The state dict stored in `path` (nesting keys unwrapped), with class names and data config if stored.
+
+    Read once per file version: the build reads the head width, class names and data config before
+    any stage runs (to validate them), and the loader reads the weights again later.
+    """
+    path = Path(path)
+    try:
+        st = path.stat()
+    except OSError:
+        return _read_checkpoint(path, 0, 0)
+    return _read_checkpoint(path, st.st_mtime_ns, st.st_size)
+
+
+@functools.lru_cache(maxsize=2)
+def _read_checkpoint(path: Path, mtime_ns: int, size: int) -> Checkpoint:
     kind = _file_kind(path)
     if kind != "checkpoint":
         raise UserError(f"--weights {path}: {kind}; pass a .pth/.pt checkpoint saved with torch.save")
@@ -53,6 +86,11 @@ def read_state_dict(path: Path) -> dict[str, Any]:
             "pass an uncorrupted .pth/.pt file saved with torch.save (copy it again and compare its sha256)"
         )
     torch, _ = _import_torch()
+    import argparse
+
+    # ml-cvnets training checkpoints store their options as an argparse.Namespace: a plain
+    # attribute bag whose construction runs no code of the file, so the safe loader may accept it.
+    torch.serialization.add_safe_globals([argparse.Namespace])
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except (zipfile.BadZipFile, EOFError, RuntimeError) as e:
@@ -65,6 +103,7 @@ def read_state_dict(path: Path) -> dict[str, Any]:
             f"--weights {path}: refused by the safe loader (weights_only=True: {_refusal_reason(e)}); it holds "
             "objects, not only tensors, and is not executed; re-save it with torch.save(model.state_dict())"
         ) from e
+    names, data_cfg = (_stored_class_names(path, obj), _stored_pretrained_cfg(obj)) if isinstance(obj, dict) else (None, None)
     if isinstance(obj, dict):
         for key in _NESTED_KEYS:
             inner = obj.get(key)
@@ -79,7 +118,26 @@ def read_state_dict(path: Path) -> dict[str, Any]:
     # DataParallel / DDP prefixes.
     if all(k.startswith("module.") for k in obj):
         obj = {k[len("module.") :]: v for k, v in obj.items()}
-    return obj
+    return Checkpoint(obj, names, data_cfg)
+
+
+def _stored_class_names(path: Path, obj: dict) -> list[str] | None:
+    for key in _CLASS_NAME_KEYS:
+        names = obj.get(key)
+        if names is None:
+            continue
+        if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names):
+            raise UserError(
+                f"--weights {path}: its '{key}' entry is not a list of strings; store class names as a list of str "
+                "or pass --labels FILE"
+            )
+        return list(names)
+    return None
+
+
+def _stored_pretrained_cfg(obj: dict) -> dict[str, Any] | None:
+    cfg = obj.get("pretrained_cfg")
+    return dict(cfg) if isinstance(cfg, dict) else None
 
 
 def _file_kind(path: Path) -> str:
@@ -141,6 +199,15 @@ def _first_line(e: BaseException) -> str:
     return text[0][:200] if text else type(e).__name__
 
 
+def head_width(state: dict[str, Any]) -> int | None:
+    """Outputs of the classifier head of a timm or ml-cvnets MobileViT state dict; None without a head."""
+    for key in ("head.fc.weight", "classifier.fc.weight"):
+        w = state.get(key)
+        if w is not None:
+            return int(w.shape[0])
+    return None
+
+
 def load_model(
     spec: ModelSpec,
     weights: Path | None = None,
@@ -155,12 +222,30 @@ def load_model(
         seed: random-init seed, used when neither weights nor pretrained is given.
     The classifier width is the spec's (1000 for ImageNet) unless the checkpoint says otherwise.
     """
-    state = read_state_dict(weights) if weights is not None else None  # a bad file fails before torch imports
+    ckpt = read_checkpoint(weights) if weights is not None else None  # a bad file fails before torch imports
+    state = ckpt.state if ckpt is not None else None
     torch, timm = _import_torch()
+    source_format = "timm"
+    if state is not None and weights is not None:
+        from repo_gen.torch.cvnets import cvnets_to_timm, is_cvnets_state_dict
+
+        if is_cvnets_state_dict(state):
+            state = cvnets_to_timm(state, str(weights), spec.timm_name)
+            source_format = "cvnets"
     n_cls = spec.num_classes
     if state is not None and "head.fc.weight" in state:
         # A fine-tuned checkpoint decides the classifier width (e.g. the 10-class digits fixture).
         n_cls = int(state["head.fc.weight"].shape[0])
+        if n_cls < 2:
+            raise UserError(
+                f"--weights {weights}: the classifier head has {n_cls} output; a classifier needs at least 2 classes "
+                "(a 1-output head is a regressor or a binary logit): pass a checkpoint of a multi-class classifier"
+            )
+    elif state is not None:
+        raise UserError(
+            f"--weights {weights}: no classifier head (no 'head.fc.weight'); pass a checkpoint of a whole "
+            f"{spec.name} classifier, not a backbone"
+        )
     if pretrained:
         try:
             module = timm.create_model(spec.timm_name, pretrained=True, num_classes=n_cls)
@@ -201,5 +286,8 @@ def load_model(
             f"--weights {weights}: keys do not match {spec.name}: {'; '.join(parts)}; "
             f"pass a checkpoint of {spec.name} (timm names) or choose the matching --model"
         )
+    # Mixed-precision checkpoints (FP16/BF16 tensors) load into the FP32 model as FP32.
     module.load_state_dict(state, strict=True)
-    return LoadedModel(module.eval(), "checkpoint", True, file_sha256(weights), str(weights))
+    assert ckpt is not None
+    return LoadedModel(module.eval(), "checkpoint", True, file_sha256(weights), str(weights),
+                       class_names=ckpt.class_names, pretrained_cfg=ckpt.pretrained_cfg, source_format=source_format)

@@ -16,6 +16,9 @@ class TensorSpec:
     dims: list[int]  # without the batch dimension when max_batch_size > 0
     label_filename: str | None = None
     optional: bool = False
+    # ModelInput.format: image inputs say their layout (FORMAT_NCHW / FORMAT_NHWC), which Triton's
+    # own image clients require (image_client.py refuses FORMAT_NONE); None writes nothing.
+    format: str | None = None
 
 
 @dataclass

@@ -25,10 +25,18 @@ def _enum_name(msg: Any, field_name: str) -> str:
     return msg.DESCRIPTOR.fields_by_name[field_name].enum_type.values_by_number[value].name
 
 
+def _format(t: Any) -> str | None:
+    """ModelInput.format's name, None for FORMAT_NONE or an output (outputs have no format)."""
+    if "format" not in t.DESCRIPTOR.fields_by_name:
+        return None
+    name = _enum_name(t, "format")
+    return None if name == "FORMAT_NONE" else name
+
+
 def _tensors(items: Any) -> list[TensorSpec]:
     return [TensorSpec(t.name, _enum_name(t, "data_type"), [int(d) for d in t.dims],
                        label_filename=getattr(t, "label_filename", "") or None,
-                       optional=bool(getattr(t, "optional", False))) for t in items]
+                       optional=bool(getattr(t, "optional", False)), format=_format(t)) for t in items]
 
 
 def spec_from_config(cfg: Any, comment_model_file: str | None = None) -> ModelConfigSpec:

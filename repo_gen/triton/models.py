@@ -26,7 +26,7 @@ def warmups(inp: TensorSpec, batch_sizes: list[int]) -> list[WarmupSpec]:
 def write_config_and_labels(model_dir: Path, spec: ModelConfigSpec, labels: list[str]) -> list[str]:
     """config.pbtxt rendered from `spec` and the labels.txt its outputs' label_filename names."""
     (model_dir / "config.pbtxt").write_text(render_config(spec))
-    (model_dir / LABELS_FILE).write_text("\n".join(labels) + "\n")
+    (model_dir / LABELS_FILE).write_text("\n".join(labels) + "\n", encoding="utf-8")
     return ["config.pbtxt", LABELS_FILE]
 
 

@@ -10,6 +10,7 @@ from PIL import Image
 
 from repo_gen.data.calibration import load_calibration, load_eval
 from repo_gen.errors import UserError
+from repo_gen.labels import resolve_labels
 from repo_gen.models import get_model_spec
 
 DATA = get_model_spec("mobilevit_xxs").data.with_size(64)
@@ -67,12 +68,15 @@ def test_builtin_photos_when_no_dir():
     assert s.tensors.shape == (6, 3, 64, 64) and not s.representative and "NOT representative" in s.note
 
 
+DIGIT_LABELS = resolve_labels(10, checkpoint_names=[str(i) for i in range(10)])
+
+
 def test_eval_dir_class_folders(tmp_path):
     for c in ("0", "3"):
         (tmp_path / c).mkdir()
         for i in range(3):
             _img("L").save(tmp_path / c / f"{i}.png")
-    ev = load_eval(tmp_path, DATA, 4, num_classes=10)
+    ev = load_eval(tmp_path, DATA, 4, DIGIT_LABELS)
     assert list(ev.labels) == [0, 3, 0, 3]  # round-robin over classes
     assert ev.class_folders == ["0", "3"]
 
@@ -80,7 +84,7 @@ def test_eval_dir_class_folders(tmp_path):
 def test_eval_dir_synsets_for_imagenet(tmp_path):
     (tmp_path / "n01443537").mkdir()
     _img("RGB").save(tmp_path / "n01443537" / "x.jpg")
-    ev = load_eval(tmp_path, DATA, 4, num_classes=1000)
+    ev = load_eval(tmp_path, DATA, 4, resolve_labels(1000))
     assert list(ev.labels) == [1]  # goldfish is ImageNet class 1
 
 
@@ -88,17 +92,17 @@ def test_eval_dir_labels_mismatch(tmp_path):
     for c in ("cat", "12"):
         (tmp_path / c).mkdir()
         _img("RGB").save(tmp_path / c / "x.png")
-    with pytest.raises(UserError, match="do not match the model's 10 labels"):
-        load_eval(tmp_path, DATA, 4, num_classes=10)
+    with pytest.raises(UserError, match="class folders (12, cat|cat, 12) match none of the model's 10 classes"):
+        load_eval(tmp_path, DATA, 4, DIGIT_LABELS)
 
 
 def test_eval_dir_without_classes_is_fidelity_only(tmp_path):
     _img("RGB").save(tmp_path / "a.png")
-    ev = load_eval(tmp_path, DATA, 4, num_classes=10)
+    ev = load_eval(tmp_path, DATA, 4, DIGIT_LABELS)
     assert ev.labels is None and ev.tensors.shape[0] == 1
 
 
 def test_eval_default_is_disjoint_from_calibration():
     a = load_calibration(None, DATA, 8).tensors
-    b = load_eval(None, DATA, 8, num_classes=10).tensors
+    b = load_eval(None, DATA, 8, DIGIT_LABELS).tensors
     assert not any(np.array_equal(x, y) for x in a for y in b)

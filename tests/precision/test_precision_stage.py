@@ -60,21 +60,19 @@ def test_unreachable_tolerance_is_marked_not_fatal(xxs64, tmp_path, monkeypatch)
 
 
 def _digits_checkpoint() -> Path:
-    from repo_gen.precision.digits_fixture import default_checkpoint
+    """The trained digits model: from the cache, or trained now (a minute or two on 2 free cores)."""
+    from repo_gen.fixtures.digits import ensure_digits_checkpoint
 
-    p = default_checkpoint()
-    if not p.is_file():
-        pytest.skip(f"digits fixture not trained: run `python scripts/train_digits_fixture.py` (about 4 min) -> {p}")
-    return p
+    return ensure_digits_checkpoint()
 
 
 @pytest.mark.slow
 def test_digits_fixture_real_accuracy(tmp_path):
     """The trained fixture: FP16 keeps top-1, INT8 loses at most 1 point, on held-out digits."""
+    from repo_gen.fixtures.digits import write_digit_folders
     from repo_gen.models import get_model_spec
     from repo_gen.onnx.export import export_onnx
     from repo_gen.onnx.passes import cleanup_graph
-    from repo_gen.precision.digits_fixture import write_digit_folders
     from repo_gen.torch.loader import load_model
 
     ckpt = _digits_checkpoint()

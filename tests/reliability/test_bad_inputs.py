@@ -158,6 +158,31 @@ CASES = [
          rf"--weights .*mobilevit_xs\.pth: keys do not match {TEST_MODEL}.*choose the matching --model"),
     Case("build-weights-malicious-pickle", "build", lambda c: build_args(c, W, str(c.files / "evil.pth")), 2,
          r"--weights .*evil\.pth: refused by the safe loader.*not executed.*re-save"),
+    # ---- build: labels, heads, cvnets, data config (issue 15)
+    Case("build-labels-missing", "build", lambda c: build_args(c, "--labels", str(c.files / "absent.txt")), 2,
+         r"--labels .*absent\.txt: no such file; pass a UTF-8 text file"),
+    Case("build-labels-not-utf8", "build", lambda c: build_args(c, "--labels", str(c.files / "latin1.txt")), 2,
+         r"--labels .*latin1\.txt: not UTF-8 text.*save it as UTF-8"),
+    Case("build-labels-empty", "build", lambda c: build_args(c, "--labels", str(c.files / "empty.txt")), 2,
+         r"--labels .*empty\.txt: the file is empty; write one class name per line"),
+    Case("build-labels-blank-line", "build", lambda c: build_args(c, "--labels", str(c.files / "blank.txt")), 2,
+         r"--labels .*blank\.txt: line 2 is blank"),
+    Case("build-labels-duplicate", "build", lambda c: build_args(c, "--labels", str(c.files / "dup.txt")), 2,
+         r"--labels .*dup\.txt: 'cat' appears on lines 1 and 3; class names must be unique"),
+    Case("build-labels-count", "build", lambda c: build_args(c, "--labels", str(c.files / "three.txt")), 2,
+         r"--labels .*three\.txt: 3 names, but the model's classifier head has 1000 outputs; give exactly 1000"),
+    Case("build-eval-folders-disagree", "build", lambda c: build_args(c, "--eval-dir", str(c.files / "pets")), 2,
+         r"--eval-dir .*pets: class folders cat, dog match none of the model's 1000 classes.*--labels FILE"),
+    Case("build-head-one-output", "build", lambda c: build_args(c, W, str(c.files / "one_output.pth")), 2,
+         r"--weights .*one_output\.pth: the classifier head has 1 output; a classifier needs at least 2 classes"),
+    Case("build-head-none", "build", lambda c: build_args(c, W, str(c.files / "backbone.pth")), 2,
+         r"--weights .*backbone\.pth: no classifier head.*not a backbone"),
+    Case("build-cvnets-unknown-architecture", "build", lambda c: build_args(c, W, str(c.files / "cvnets_v2.pth")), 2,
+         r"--weights .*cvnets_v2\.pth: an ml-cvnets checkpoint of an architecture repo-gen cannot map.*MobileViT v1"),
+    Case("build-std-zero", "build", lambda c: build_args(c, "--std", "0.2,0,0.2"), 2,
+         r"--std 0\.2,0\.0,0\.2: every channel's std must be a finite non-zero number"),
+    Case("build-crop-pct-out-of-range", "build", lambda c: build_args(c, "--crop-pct", "1.5"), 2,
+         r"--crop-pct 1\.5: must be in \(0, 1\]"),
     # ---- build: data, precision, batch sizes, other numbers
     Case("build-calib-dir-empty", "build",
          lambda c: build_args(c, "--calib-dir", str(c.files / "calib_empty")), 2,
@@ -297,6 +322,21 @@ def bad_files(tmp_path_factory) -> Path:
     write_malicious_checkpoint(d / "evil.pth", d / "PWNED")
     (d / "calib_empty").mkdir()
     (d / "calib_empty" / "notes.txt").write_text("no images here\n")
+    (d / "latin1.txt").write_bytes("caf\xe9\nth\xe9\n".encode("latin-1"))
+    (d / "empty.txt").write_bytes(b"")
+    (d / "blank.txt").write_text("cat\n\ndog\n")
+    (d / "dup.txt").write_text("cat\ndog\ncat\n")
+    (d / "three.txt").write_text("cat\ndog\nbird\n")
+    from PIL import Image
+
+    for cls in ("cat", "dog"):
+        (d / "pets" / cls).mkdir(parents=True)
+        Image.new("RGB", (32, 32), (200, 100, 50)).save(d / "pets" / cls / "x.png")
+    torch.save(timm.create_model(TEST_MODEL, num_classes=1).state_dict(), d / "one_output.pth")
+    torch.save({k: v for k, v in good.items() if not k.startswith("head.")}, d / "backbone.pth")
+    cvnets = torch.load(Path(__file__).resolve().parents[1] / "fixtures" / "cvnets" / "mobilevit_xxs_cvnets.pth",
+                        weights_only=True)
+    torch.save({k.replace("pre_norm_mha", "pre_norm_attn"): v for k, v in cvnets.items()}, d / "cvnets_v2.pth")
     g = d / "calib_garbage"
     (g / "sub").mkdir(parents=True)
     for name in ("a.jpg", "b.png", "sub/c.webp"):
