@@ -274,7 +274,7 @@ def dimension_values(dim: str, grid: TuneGrid, start: Candidate, limit: int, cor
                             "the manifest's max_batch_size / TensorRT profile max); rebuild with a larger --max-batch")
         return sorted(set(values))
     if dim == "preferred_batch_sizes":
-        if start.max_queue_delay_us is None or start.max_batch_size == 0:
+        if start.max_queue_delay_us is None or start.max_batch_size <= 1:  # at max batch 1 every batch is 1
             return []
         if grid.preferred_batch_sizes is not None:
             return list(dict.fromkeys(tuple(p) for p in grid.preferred_batch_sizes))
@@ -491,7 +491,8 @@ def run_tune(cfg: TuneConfig) -> TuneResult:
                 trials[c] = Trial(c, 0.0, None, [], str(e))
                 return None
             trials[c] = Trial(c, score, best, points)
-            where = f"{score:.1f} infer/s, p99 {best.p99_ms:.1f} ms at c{best.concurrency}" if best else "no point within budget"
+            where = (f"{score:.1f} infer/s, p99 {best.p99_ms:.1f} ms at c{best.concurrency}" if best else
+                     "no point within budget" if points else "no stable measurement (machine busy?)")
             console.print(f"    -> {where}")
             write_json_atomic(work / "tune.json", {"model": cfg.model, "trials": [t.row() for t in trials.values()]})
             return trials[c].sample
