@@ -15,9 +15,9 @@ def add_parser(sub) -> None:
         description="Start tritonserver on the repository, load candidate configs of one model through Triton's "
         "repository API (config override, nothing on disk changes while searching), measure each with "
         "perf_analyzer, and keep the best under --objective whose p99 is within --latency-budget-ms. Dimensions are "
-        "searched one at a time with Model Analyzer's rule (stop growing when the gain is < 5%%); then the leaders "
-        "and the current config are measured again in alternating rounds, and a lead within the measured run-to-run "
-        "spread counts as a tie, settled by p99 (latency objective: by throughput); the report names the rule that "
+        "searched one at a time with Model Analyzer's rule (stop growing when the gain is < 5%); then the leaders "
+        "and the current config are measured again in alternating rounds, and a lead whose repeated runs overlap "
+        "counts as a tie, settled by p99 (latency objective: by throughput); the report names the rule that "
         "decided. The winner is rendered by the build's templates, written to config.pbtxt atomically (previous file "
         "kept as config.pbtxt.orig), loaded from the file to prove Triton accepts it, and recorded in the manifest. "
         "Measurements go to --output (default: $XDG_CACHE_HOME/repo-gen/tune/<model>-<time>, i.e. ~/.cache/...).",

@@ -15,8 +15,8 @@ Model Analyzer's quick search covers instance count and max batch size only; thr
 and preferred sizes are ours.
 
 Objectives and rules (`repo_gen.perf.tune_rules`): throughput, latency or balanced, with
-`--latency-budget-ms` as a p99 constraint for all three; a lead within the run-to-run spread is a
-tie, settled by p99 (latency objective: by throughput).
+`--latency-budget-ms` as a p99 constraint for all three; a lead whose repeated runs overlap the
+other's is a tie, settled by p99 (latency objective: by throughput).
 
 Search: Model Analyzer's brute force with early stop, one dimension at a time in the order
 above. Starting from the current config (measured first), each dimension's values are tried in
@@ -30,7 +30,7 @@ Decision: one window is not trusted. The leaders (the best `leaders` candidates 
 config) are measured again in `rounds` alternating rounds (order reversed every other round, so a
 drift of the machine does not favour one), each at its operating concurrency; the spread of each
 config's repeated throughput and p99 is the run-to-run spread, and `tune_rules.decide` picks on
-the medians. The current config is kept unless another is measurably better. The report and
+the medians, counting a lead only where the repeated runs do not overlap. The current config is kept unless another is measurably better. The report and
 tune.json say which rule decided and by how much.
 
 Live server, repository API: candidates are loaded with Triton's model load API and a config
@@ -270,7 +270,7 @@ def dimension_values(dim: str, grid: TuneGrid, start: Candidate, limit: int, cor
                             "the manifest's max_batch_size / TensorRT profile max); rebuild with a larger --max-batch")
         return sorted(set(values))
     if dim == "preferred_batch_sizes":
-        if start.max_queue_delay_us is None or start.max_batch_size == 0:
+        if start.max_queue_delay_us is None or start.max_batch_size <= 1:  # at max batch 1 every batch is 1
             return []
         if grid.preferred_batch_sizes is not None:
             return list(dict.fromkeys(tuple(p) for p in grid.preferred_batch_sizes))
@@ -486,7 +486,8 @@ def run_tune(cfg: TuneConfig) -> TuneResult:
                 trials[c] = Trial(c, 0.0, None, [], str(e))
                 return None
             trials[c] = Trial(c, score, best, points)
-            where = f"{score:.1f} infer/s, p99 {best.p99_ms:.1f} ms at c{best.concurrency}" if best else "no point within budget"
+            where = (f"{score:.1f} infer/s, p99 {best.p99_ms:.1f} ms at c{best.concurrency}" if best else
+                     "no point within budget" if points else "no stable measurement (machine busy?)")
             console.print(f"    -> {where}")
             write_json_atomic(work / "tune.json", {"model": cfg.model, "trials": [t.row() for t in trials.values()]})
             return trials[c].sample

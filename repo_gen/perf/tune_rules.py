@@ -3,14 +3,18 @@
 Pure functions of measured numbers (no server, no perf_analyzer), so every rule is unit-tested.
 
 Objectives (Model Analyzer names them perf_throughput / perf_latency_p99 / a weighted mix):
-  throughput  the highest throughput; candidates whose throughputs lie within the run-to-run
-              spread of the best are a tie, and the tie goes to the lowest p99.
-  latency     the lowest p99; candidates whose p99 lie within the spread of the best are a tie,
-              and the tie goes to the highest throughput.
+  throughput  the highest throughput; candidates whose repeated throughputs overlap the best's
+              are a tie, and the tie goes to the lowest p99.
+  latency     the lowest p99; candidates whose repeated p99 overlap the best's are a tie, and the
+              tie goes to the highest throughput.
   balanced    the highest throughput per millisecond of p99 (equal weight on both: a config with
-              10% less throughput wins when its p99 is more than 10% lower); ties within the
-              spread go to the lowest p99.
+              10% less throughput wins when its p99 is more than 10% lower); ties (overlapping
+              repeated measurements) go to the lowest p99.
 The latency budget is a constraint for every objective: a point whose p99 exceeds it does not count.
+
+A tie: the leaders' repeated measurements of the objective's figure overlap (one's range reaches
+the other's); the tie-breaker counts only when its ranges do not overlap. The spread (range over
+median, the largest among leaders) is reported with every decision.
 
 Why ties matter: one perf_analyzer window on a shared machine moves by several percent, so a
 "winner" picked on a 1% throughput lead is a coin toss, while a 37% lower p99 at the same
@@ -115,6 +119,11 @@ class Leader:
     def median(self) -> Sample:
         return Sample(self.throughput, self.p99_ms, self.p50_ms, self.samples[0].concurrency)
 
+    def span(self, metric: str) -> tuple[float, float]:
+        """(min, max) over the samples of `metric`: throughput, p99_ms or balanced (throughput / p99)."""
+        values = [primary("balanced", x) if metric == "balanced" else getattr(x, metric) for x in self.samples]
+        return min(values), max(values)
+
 
 @dataclass
 class Decision:
@@ -149,7 +158,7 @@ def decide(objective: str, measurements: Mapping[Any, Sequence[Sample]], current
     Args:
         measurements: candidate key -> its samples (at least one each; two or more to see a spread).
         current: the key of the config in use now; it wins unless another leader is measurably
-            better (a difference within the spread is not a reason to change a config).
+            better (a difference inside the noise is not a reason to change a config).
         names: key -> description for the detail sentence; None: str(key).
     """
     if objective not in OBJECTIVES:
@@ -172,33 +181,36 @@ def decide(objective: str, measurements: Mapping[Any, Sequence[Sample]], current
                         f"no leader's median p99 is within the {budget_ms:g} ms budget (lowest: {best_p.p99_ms:.1f} ms, "
                         f"{name(best_p.key)}); kept the current config", spread_t, spread_p, leaders, [])
 
+    # A tie: the leaders' repeated measurements of the objective's figure overlap (the best one's
+    # worst run is no better than the other's best run). Ranges, not a relative spread: one noisy
+    # leader must not make a 5x difference a tie.
     if objective == "latency":
         best = min(feasible, key=lambda ld: ld.p99_ms)
-        tied = [ld for ld in feasible if ld.p99_ms <= best.p99_ms * (1 + spread_p)]
+        tied = [ld for ld in feasible if ld.span("p99_ms")[0] <= best.span("p99_ms")[1]]
         win = max(tied, key=lambda ld: ld.throughput)
         spread_obj = spread_p
     else:
         if objective == "throughput":
             best = max(feasible, key=lambda ld: ld.throughput)
-            tied = [ld for ld in feasible if ld.throughput >= best.throughput * (1 - spread_t)]
+            tied = [ld for ld in feasible if ld.span("throughput")[1] >= best.span("throughput")[0]]
             spread_obj = spread_t
         else:  # balanced: throughput / p99; its spread compounds both
             best = max(feasible, key=lambda ld: primary("balanced", ld.median))
             spread_obj = (1 + spread_t) * (1 + spread_p) - 1
-            top = primary("balanced", best.median)
-            tied = [ld for ld in feasible if primary("balanced", ld.median) >= top * (1 - spread_obj)]
+            tied = [ld for ld in feasible if ld.span("balanced")[1] >= best.span("balanced")[0]]
         win = min(tied, key=lambda ld: ld.p99_ms)
     tied_keys = [ld.key for ld in tied]
 
     def measurable(a: Leader, b: Leader) -> bool:
-        """Is `a`'s edge over `b` on the tie-breaker beyond the spread?"""
+        """Is `a`'s edge over `b` on the tie-breaker beyond the noise (their ranges do not overlap)?"""
         if objective == "latency":
-            return a.throughput > b.throughput * (1 + spread_t)
-        return a.p99_ms < b.p99_ms * (1 - spread_p)
+            return a.span("throughput")[0] > b.span("throughput")[1]
+        return a.span("p99_ms")[1] < b.span("p99_ms")[0]
 
     def both(a: Leader, b: Leader) -> str:
         return (f"throughput {a.throughput:.1f} vs {b.throughput:.1f} infer/s, p99 {a.p99_ms:.1f} vs {b.p99_ms:.1f} ms, "
-                f"both within the run-to-run spread ({_pct(spread_t)} throughput, {_pct(spread_p)} p99)")
+                f"repeated measurements overlapping on both "
+                f"(spread {_pct(spread_t)} throughput, {_pct(spread_p)} p99)")
 
     # A change needs a measurable reason: the current config stays when the winner's edge over it
     # is inside the spread on both figures.
@@ -216,16 +228,16 @@ def decide(objective: str, measurements: Mapping[Any, Sequence[Sample]], current
         if objective == "throughput":
             rule, detail = "highest-throughput", (
                 f"throughput {win.throughput:.1f} vs {runner.throughput:.1f} infer/s ({name(runner.key)}, "
-                f"{(win.throughput / runner.throughput - 1) * 100:+.1f}%), beyond the {_pct(spread_t)} spread")
+                f"{(win.throughput / runner.throughput - 1) * 100:+.1f}%), no overlap in repeated measurements (spread {_pct(spread_t)})")
         elif objective == "latency":
             rule, detail = "lowest-p99", (
                 f"p99 {win.p99_ms:.1f} vs {runner.p99_ms:.1f} ms ({name(runner.key)}, "
-                f"{(win.p99_ms / runner.p99_ms - 1) * 100:+.1f}%), beyond the {_pct(spread_p)} spread")
+                f"{(win.p99_ms / runner.p99_ms - 1) * 100:+.1f}%), no overlap in repeated measurements (spread {_pct(spread_p)})")
         else:
             rule, detail = "best-balance", (
                 f"throughput/p99 {primary('balanced', win.median):.2f} vs {primary('balanced', runner.median):.2f} "
-                f"({name(runner.key)}, {gain('balanced', win.median, runner.median) * 100:+.1f}%), beyond the "
-                f"{_pct(spread_obj)} spread")
+                f"({name(runner.key)}, {gain('balanced', win.median, runner.median) * 100:+.1f}%), no overlap in "
+                f"repeated measurements (spread {_pct(spread_obj)})")
         return Decision(win.key, rule, detail, spread_t, spread_p, leaders, tied_keys)
 
     # Several leaders tie on the objective's figure: the tie-breaker decided.
@@ -235,14 +247,14 @@ def decide(objective: str, measurements: Mapping[Any, Sequence[Sample]], current
                         f"{both(rival, cur)}; kept the current config", spread_t, spread_p, leaders, tied_keys)
     if objective == "latency":
         rule = "higher-throughput-within-p99-spread"
-        detail = (f"p99 {win.p99_ms:.1f} vs {rival.p99_ms:.1f} ms ({name(rival.key)}) is within the {_pct(spread_p)} "
-                  f"spread; throughput {win.throughput:.1f} vs {rival.throughput:.1f} infer/s "
+        detail = (f"p99 {win.p99_ms:.1f} vs {rival.p99_ms:.1f} ms ({name(rival.key)}) overlap in repeated measurements "
+                  f"(spread {_pct(spread_p)}); throughput {win.throughput:.1f} vs {rival.throughput:.1f} infer/s "
                   f"({(win.throughput / rival.throughput - 1) * 100:+.1f}%)")
     else:
         rule = "lower-p99-within-throughput-spread" if objective == "throughput" else "best-balance"
-        fig = (f"throughput {win.throughput:.1f} vs {rival.throughput:.1f} infer/s ({name(rival.key)}) is within the "
-               f"{_pct(spread_obj)} spread" if objective == "throughput" else
+        fig = (f"throughput {win.throughput:.1f} vs {rival.throughput:.1f} infer/s ({name(rival.key)}) overlap in "
+               f"repeated measurements (spread {_pct(spread_obj)})" if objective == "throughput" else
                f"throughput/p99 {primary('balanced', win.median):.2f} vs {primary('balanced', rival.median):.2f} "
-               f"({name(rival.key)}) is within the {_pct(spread_obj)} spread")
+               f"({name(rival.key)}) overlap in repeated measurements (spread {_pct(spread_obj)})")
         detail = f"{fig}; p99 {win.p99_ms:.1f} vs {rival.p99_ms:.1f} ms ({(win.p99_ms / rival.p99_ms - 1) * 100:+.1f}%)"
     return Decision(win.key, rule, detail, spread_t, spread_p, leaders, tied_keys)

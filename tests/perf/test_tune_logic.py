@@ -69,6 +69,7 @@ def test_max_batch_limit_respects_manifest_and_plan_profile():
     assert dimension_values("max_batch_size", TuneGrid(), start, 16, 2) == [1, 8, 16]  # 1: batching off
     assert dimension_values("intra_op_threads", TuneGrid(), start, 16, 2) == []  # tied to instances by default
     assert dimension_values("max_queue_delay_us", TuneGrid(), Candidate(1, None, None, 16), 16, 2) == []
+    assert dimension_values("preferred_batch_sizes", TuneGrid(), Candidate(2, 0, 100, 1), 16, 2) == []  # batching off
 
 
 START = Candidate(1, 0, 100, 16)
