@@ -83,8 +83,9 @@ def test_cache_key_follows_every_input(tmp_path):
 
     cache = StageCache(root=tmp_path / "stages")
     w1, w2 = tmp_path / "a.pth", tmp_path / "b.pth"
-    torch.save({"x": torch.zeros(2)}, w1)
-    torch.save({"x": torch.ones(2)}, w2)
+    # The config reads the class count off the checkpoint's head, so each file carries one (mobilevit_xxs: 320 wide).
+    torch.save({"head.fc.weight": torch.zeros(10, 320), "head.fc.bias": torch.zeros(10)}, w1)
+    torch.save({"head.fc.weight": torch.ones(10, 320), "head.fc.bias": torch.zeros(10)}, w2)
     base = cache.key("fp32", fp32_stage_inputs(_cfg(), [1, 3, 8]))
     assert base == cache.key("fp32", fp32_stage_inputs(_cfg(), [1, 3, 8]))  # deterministic
     variants = {
