@@ -11,6 +11,13 @@ network is created STRONGLY_TYPED and no precision flag is ever set.
 (and `repo-gen --help` works) without TensorRT. Note that `import tensorrt` *succeeds* where
 only `tensorrt-stubs` is installed (it leaves a namespace package of .pyi files), so
 availability is decided by `tensorrt_version()`, never by a bare import.
+
+The calls that parse the ONNX graph and configure the build (`make_logger`,
+`parse_onnx_network`, `create_builder_config`, `load_plugins`) take an optional `api` module or
+objects made by it: TensorRT for RTX's Python API (`tensorrt_rtx_bindings`) has the same names
+for these calls, so the compile check (`compile_check.py`) runs this very code against a real
+TensorRT-family library on machines with no GPU. mypy still checks them against TensorRT's
+stubs: inside each, `trt` is typed as `tensorrt` and bound to `api` only at run time.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import statistics
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from repo_gen.errors import BuildFailure, MissingDependency, UserError
@@ -112,9 +120,25 @@ class EngineResult:
         return asdict(self)
 
 
-def _make_logger(errors: list[str]) -> trt.ILogger:
-    """A TensorRT logger that forwards to repo-gen's logger and appends errors to `errors`."""
-    import tensorrt as trt
+def _tensorrt(api: ModuleType | None) -> ModuleType:
+    """`api` (e.g. tensorrt_rtx_bindings), else the installed `tensorrt`."""
+    if api is not None:
+        return api
+    import tensorrt
+
+    return tensorrt
+
+
+def make_logger(errors: list[str], api: ModuleType | None = None) -> trt.ILogger:
+    """A TensorRT logger that forwards to repo-gen's logger and appends errors to `errors`.
+
+    Args:
+        api: the TensorRT Python module; None means `tensorrt`.
+    """
+    if TYPE_CHECKING:
+        import tensorrt as trt
+    else:
+        trt = _tensorrt(api)
 
     class _Logger(trt.ILogger):
         def __init__(self) -> None:
@@ -144,9 +168,14 @@ def _creator_names(registry: trt.IPluginRegistry) -> set[str]:
 
 
 def load_plugins(registry: trt.IPluginRegistry, libs: tuple[Path, ...], required_ops: tuple[str, ...],
-                 onnx: Path) -> list[str]:
+                 onnx: Path, library: str | None = None) -> list[str]:
     """Load each plugin library and check every op in `required_ops` has a creator; return the
-    absolute library paths. Raises UserError naming the missing file or op."""
+    absolute library paths. Raises UserError naming the missing file or op.
+
+    Args:
+        library: the TensorRT library `registry` belongs to, for messages; None means
+            "TensorRT <installed version>".
+    """
     loaded = []
     for lib in libs:
         path = Path(lib).absolute()
@@ -157,7 +186,7 @@ def load_plugins(registry: trt.IPluginRegistry, libs: tuple[Path, ...], required
             registry.load_library(str(path))
         except Exception as e:  # TensorRT raises a bare RuntimeError/TypeError here
             raise UserError(f"--plugin-lib {path}: TensorRT could not load it ({e}); was it built against "
-                            f"this TensorRT ({tensorrt_version()})?") from e
+                            f"{library or f'this TensorRT ({tensorrt_version()})'}?") from e
         loaded.append(str(path))
     if required_ops:
         names = _creator_names(registry)
@@ -206,6 +235,72 @@ def _network_input(network: trt.INetworkDefinition, profile: ProfileShapes, onnx
     return tensor
 
 
+class ParserRejected(BuildFailure):
+    """TensorRT's ONNX parser refused the graph; `lines` holds one line per parser error."""
+
+    def __init__(self, onnx: Path, lines: list[str]) -> None:
+        self.lines = lines
+        super().__init__(f"TensorRT's ONNX parser rejected {onnx}: " + "; ".join(lines))
+
+
+def parse_onnx_network(builder: trt.Builder, onnx: Path, log: trt.ILogger, errors: list[str],
+                       api: ModuleType | None = None) -> tuple[trt.INetworkDefinition, trt.OnnxParser]:
+    """A strongly typed network parsed from `onnx`, and its parser (which owns weights the
+    network refers to: keep it alive while the network is used).
+
+    Raises ParserRejected naming each node the parser refused.
+
+    Args:
+        errors: the list `log` appends TensorRT's error messages to (reported when the parser
+            names no node).
+        api: the TensorRT Python module; None means `tensorrt`.
+    """
+    if TYPE_CHECKING:
+        import tensorrt as trt
+    else:
+        trt = _tensorrt(api)
+    network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
+    parser = trt.OnnxParser(network, log)
+    if not parser.parse_from_file(str(onnx)):
+        raise ParserRejected(onnx, parser_errors(parser) or errors[-3:] or ["no error message from the parser"])
+    return network, parser
+
+
+def create_builder_config(builder: trt.Builder, network: trt.INetworkDefinition, spec: EngineSpec,
+                          plugin_paths: list[str], api: ModuleType | None = None) -> trt.IBuilderConfig:
+    """The builder config of `spec`: optimization level, detailed profiling, version
+    compatibility, workspace limit and the one optimization profile (after checking the
+    network's input against it).
+
+    Args:
+        plugin_paths: loaded plugin libraries (serialized into a version-compatible plan).
+        api: the TensorRT Python module; None means `tensorrt`.
+    """
+    if TYPE_CHECKING:
+        import tensorrt as trt
+    else:
+        trt = _tensorrt(api)
+    _network_input(network, spec.profile, spec.onnx)
+    config = builder.create_builder_config()
+    config.builder_optimization_level = spec.opt_level
+    config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
+    if spec.version_compatible:
+        config.set_flag(trt.BuilderFlag.VERSION_COMPATIBLE)
+        if plugin_paths:
+            # a version-compatible plan runs on the lean runtime of its own TensorRT version, which
+            # can only use plugin libraries serialized into the plan
+            config.plugins_to_serialize = plugin_paths
+    if spec.workspace_mib is not None:
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, spec.workspace_mib << 20)
+
+    profile = builder.create_optimization_profile()
+    p = spec.profile
+    profile.set_shape(p.input_name, trt.Dims(list(p.min)), trt.Dims(list(p.opt)), trt.Dims(list(p.max)))
+    if config.add_optimization_profile(profile) < 0:
+        raise BuildFailure(f"TensorRT rejected the optimization profile {p} for {spec.onnx}")
+    return config
+
+
 def _load_timing_cache(config: trt.IBuilderConfig, path: Path | None) -> trt.ITimingCache:
     data = b""
     if path is not None and path.is_file():
@@ -251,37 +346,16 @@ def build_engine(spec: EngineSpec) -> EngineResult:
         raise UserError(f"--builder-opt-level {spec.opt_level}: must be from 0 to 5")
     t0 = time.perf_counter()
     errors: list[str] = []
-    log = _make_logger(errors)
+    log = make_logger(errors)
     try:
         builder = trt.Builder(log)
     except Exception as e:  # TypeError/RuntimeError "CUDA initialization failure"
         raise BuildFailure(f"TensorRT could not start on this machine ({e}); is a GPU visible (nvidia-smi)?") from e
     plugin_paths = load_plugins(builder.get_plugin_registry(), spec.plugin_libs, spec.plugin_ops, spec.onnx)
 
-    network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
-    parser = trt.OnnxParser(network, log)
-    if not parser.parse_from_file(str(spec.onnx)):
-        node_errors = parser_errors(parser)
-        raise BuildFailure(f"TensorRT's ONNX parser rejected {spec.onnx}: " + "; ".join(node_errors or errors[-3:]))
-    _network_input(network, spec.profile, spec.onnx)
-
-    config = builder.create_builder_config()
-    config.builder_optimization_level = spec.opt_level
-    config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
-    if spec.version_compatible:
-        config.set_flag(trt.BuilderFlag.VERSION_COMPATIBLE)
-        if plugin_paths:
-            # a version-compatible plan runs on the lean runtime of its own TensorRT version, which
-            # can only use plugin libraries serialized into the plan
-            config.plugins_to_serialize = plugin_paths
-    if spec.workspace_mib is not None:
-        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, spec.workspace_mib << 20)
-
-    profile = builder.create_optimization_profile()
+    network, _parser = parse_onnx_network(builder, spec.onnx, log, errors)
+    config = create_builder_config(builder, network, spec, plugin_paths)
     p = spec.profile
-    profile.set_shape(p.input_name, trt.Dims(list(p.min)), trt.Dims(list(p.opt)), trt.Dims(list(p.max)))
-    if config.add_optimization_profile(profile) < 0:
-        raise BuildFailure(f"TensorRT rejected the optimization profile {p} for {spec.onnx}")
     cache = _load_timing_cache(config, spec.timing_cache)
 
     logger.info(f"building TensorRT {version} plan {spec.plan} (opt level {spec.opt_level}, batch 1/{p.opt_batch}/"
@@ -442,7 +516,7 @@ def deserialize_plan(plan: Path, plugin_libs: tuple[Path, ...] = (),
     import tensorrt as trt
 
     errors = [] if errors is None else errors
-    runtime = trt.Runtime(_make_logger(errors))
+    runtime = trt.Runtime(make_logger(errors))
     runtime.engine_host_code_allowed = True  # version-compatible plans embed a lean runtime
     for lib in plugin_libs:
         runtime.get_plugin_registry().load_library(str(Path(lib).absolute()))

@@ -8,7 +8,8 @@
       README.md             why and how to rebuild, with the exact docker command
       trt_build.json        what was built (only when built here), next to
       trt_layers.json       the engine inspector's layer information
-      <version>/model.plan  only when TensorRT and a GPU are both present here
+      <version>/            always (Triton needs a version folder); holds model.plan once built
+      <version>/model.plan  only when TensorRT and a GPU are both present here (else rebuild_engine.sh)
 
 The plan is built with `builder.py` only when TensorRT imports *and* a GPU is visible.
 Otherwise everything but the plan is written, the status is "not_built" with one reason line,
@@ -20,25 +21,35 @@ from another ONNX.
 plugin nodes (`plugin_onnx`) against the plugin library; `auto` builds both where TensorRT is
 present, keeps the one with the lower median latency at the opt batch and records both in the
 manifest; without TensorRT both stay "pending" and both rebuild scripts are written.
+
+Every graph bound for TensorRT (the native one and, when made, the one with plugin nodes) is
+also compile-checked with TensorRT-RTX ahead of time where it is installed (`compile_check.py`):
+the result goes into the manifest and the README. A native graph the check rejects leaves the
+model "not_built" with the parser's one-line reason (no plan could be built from it either).
+
+Nothing written names a path of the build machine: the README's commands run from the
+repository root, and the rebuild script finds its model folder itself, so the repository can
+be moved or mounted anywhere.
 """
 
 from __future__ import annotations
 
 import json
-import shlex
 import shutil
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from repo_gen.config import DEFAULT_INSTANCES, BuildConfig
 from repo_gen.errors import UserError
-from repo_gen.log import logger
+from repo_gen.log import logger, warn_once
 from repo_gen.precision import PrecisionVariant
 from repo_gen.results import WriteRequest, WrittenModel
 from repo_gen.triton.config import ModelConfigSpec
 from repo_gen.triton.models import warmups, write_config_and_labels
 from repo_gen.triton.render import render_template
 from repo_gen.trt import profile as prof
+from repo_gen.trt.compile_check import WHAT_IT_PROVES, CompileCheck, compile_check, not_run
 from repo_gen.trt.trtexec import (
     LAYER_INFO_NAME,
     ONNX_NAME,
@@ -108,6 +119,28 @@ def _candidates(cfg: BuildConfig, variant: PrecisionVariant, plugin_onnx: Path |
     return [plugin] if cfg.plugins == "on" else [native, plugin]
 
 
+def check_candidates(candidates: list[Candidate], profile: prof.ProfileShapes) -> dict[str, CompileCheck]:
+    """Compile-check each candidate graph with TensorRT-RTX; a plugin graph whose library is
+    not there is "not_run" with the path."""
+    out: dict[str, CompileCheck] = {}
+    for kind, onnx_path, libs in candidates:
+        missing = [lib for lib in libs if not Path(lib).is_file()]
+        if missing:
+            out[kind] = not_run(onnx_path, f"plugin library {missing[0]} not found (build plugins/ first)")
+        else:
+            ops = plugin_op_types(onnx_path) if libs else ()
+            out[kind] = compile_check(onnx_path, profile, plugin_libs=tuple(Path(lib) for lib in libs),
+                                      plugin_ops=ops)
+        check = out[kind]
+        if check.status == "failed":
+            logger.error(check.summary)
+        elif check.status == "not_run":
+            warn_once(check.summary.replace(f" for {check.graph}", ""))
+        else:
+            logger.info(check.summary)
+    return out
+
+
 def _rebuild_spec(cfg: BuildConfig, profile: prof.ProfileShapes, libs: tuple[str, ...], onnx_name: str) -> RebuildSpec:
     return RebuildSpec(
         profile=profile,
@@ -154,6 +187,7 @@ def write_tensorrt_model(req: WriteRequest, *, plugin_onnx: Path | None = None,
     assert cfg.image_size is not None and cfg.opt_batch is not None
     profile = prof.profile_shapes(req.inputs[0].name, tuple(req.inputs[0].dims), cfg.opt_batch, cfg.max_batch)
     candidates = _candidates(cfg, req.variant, plugin_onnx, plugin_lib)
+    checks = check_candidates(candidates, profile)
     build_here, why = can_build_here()
     results: dict[str, dict[str, Any]] = {}
     chosen = candidates[0]
@@ -171,6 +205,11 @@ def write_tensorrt_model(req: WriteRequest, *, plugin_onnx: Path | None = None,
     if pending_plugin:
         files += _write_pending_plugin(req, profile, candidates[1])
     details = _plan_details(cfg, profile, spec, kind, libs, candidates, results, build_here, pending_plugin)
+    # name each checked graph as the file it became in the model folder
+    graph_files = {kind: ONNX_NAME, **({candidates[1][0]: PLUGIN_ONNX_NAME} if pending_plugin else {})}
+    checks = {k: replace(c, graph=graph_files.get(k, f"{k} graph (not kept)")) for k, c in checks.items()}
+    details["compile_check"] = {k: c.to_dict() for k, c in checks.items()}
+    rejected = checks.get("native")
 
     if build_here:
         details["tensorrt_version"] = results[kind]["tensorrt_version"]
@@ -182,15 +221,21 @@ def write_tensorrt_model(req: WriteRequest, *, plugin_onnx: Path | None = None,
         plan_status = f"built here with {why}"
     else:
         _remove_stale_plan(model_dir, name, details["plan"])
+        # Triton expects a version folder; the rebuild script writes the plan into it
+        (model_dir / str(cfg.version)).mkdir(parents=True, exist_ok=True)
         status = "not_built"
         reason = f"plan not built: {why}; run {SCRIPT_NAME} inside the serving tritonserver image"
         plan_status = f"**not built yet** ({why})"
+        if rejected is not None and rejected.status == "failed" and kind == "native":
+            reason = (f"TensorRT's ONNX parser/builder rejected model.onnx ({rejected.library} compile check): "
+                      + "; ".join(rejected.errors)[:400])
+            plan_status = "**cannot be built**: the compile check below rejected the graph"
         final_dir = Path(cfg.output).absolute() / name
         logger.warning(f"{name}: skipped {details['plan']}: {why}; build it with {final_dir / SCRIPT_NAME} inside the "
                        f"tritonserver image you serve with (command in {final_dir / README_NAME})")
 
     alternatives = _alternatives(details["plan"], profile, kind, candidates, results, pending_plugin)
-    _write_readme(req, profile, spec, details, rebuild, libs, plan_status, alternatives)
+    _write_readme(req, profile, spec, details, rebuild, libs, plan_status, alternatives, build_here, checks)
     return WrittenModel(files, status, reason, spec.max_batch_size, req.inputs, req.outputs, details)
 
 
@@ -273,7 +318,8 @@ def _alternatives(plan_rel: str, profile: prof.ProfileShapes, kind: str, candida
 
 
 def _write_readme(req: WriteRequest, profile: prof.ProfileShapes, spec: ModelConfigSpec, details: dict[str, Any],
-                  rebuild: RebuildSpec, libs: tuple[str, ...], plan_status: str, alternatives: str) -> None:
+                  rebuild: RebuildSpec, libs: tuple[str, ...], plan_status: str, alternatives: str,
+                  built_here: bool, checks: dict[str, CompileCheck]) -> None:
     cfg = req.cfg
     image = cfg.triton_image
     readme = render_template(
@@ -286,9 +332,11 @@ def _write_readme(req: WriteRequest, profile: prof.ProfileShapes, spec: ModelCon
         plan_rel=details["plan"],
         plan_status=plan_status,
         version_compatible=cfg.version_compatible,
-        repo_dir=shlex.quote(str(Path(cfg.output).absolute())),
         image_given=image or "",
-        docker_command=docker_command(Path(cfg.output), req.name, rebuild, image),
+        docker_command=docker_command(req.name, rebuild, image),
+        built_here=built_here,
+        compile_checks=list(checks.items()),
+        compile_check_proves=WHAT_IT_PROVES,
         plugin_libs=list(libs),
         alternatives=alternatives,
     )

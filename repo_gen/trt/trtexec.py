@@ -99,23 +99,25 @@ def render_rebuild_script(spec: RebuildSpec, model_name: str) -> str:
     )
 
 
-def docker_command(repo_dir: Path, model_name: str, spec: RebuildSpec, image: str | None = None,
-                   script: str = SCRIPT_NAME) -> str:
-    """The `docker run` line that runs the script inside the serving image.
+def docker_command(model_name: str, spec: RebuildSpec, image: str | None = None, script: str = SCRIPT_NAME) -> str:
+    """The `docker run` line that runs the script inside the serving image, to be run from the
+    repository root (the folder holding repo-gen.json).
 
-    The repository is mounted at its own absolute path, and so are the plugin libraries and the
-    timing cache folder, so every absolute path in the script is valid inside the container.
+    The repository is mounted at its own path (`$PWD`), so the command names no path of the
+    build machine and works wherever the repository was moved. Plugin libraries and a shared
+    timing cache live outside the repository: their folders are mounted at their own absolute
+    paths, so every path in the script is valid inside the container.
     `image` None means "the $TRITON_IMAGE environment variable, which must be set".
     """
-    repo = str(Path(repo_dir).absolute())
-    mounts = [repo]
+    mounts: list[str] = []
     for extra in [*(str(Path(lib).parent) for lib in spec.plugin_libs),
                   *([str(Path(spec.timing_cache).parent)] if spec.timing_cache else [])]:
-        if extra not in mounts and not extra.startswith(repo + "/"):
+        if extra not in mounts:
             mounts.append(extra)
     img = shlex.quote(image) if image else '"${TRITON_IMAGE:?set TRITON_IMAGE to the tritonserver image you serve with}"'
-    words = ["docker", "run", "--rm", "--gpus", "all", "--user", '"$(id -u):$(id -g)"']
+    words = ["docker", "run", "--rm", "--gpus", "all", "--user", '"$(id -u):$(id -g)"', "-v", '"$PWD:$PWD"',
+             "-w", '"$PWD"']
     for m in mounts:
         words += ["-v", shlex.quote(f"{m}:{m}")]
-    words += [img, "bash", shlex.quote(f"{repo}/{model_name}/{script}")]
+    words += [img, "bash", shlex.quote(f"{model_name}/{script}")]
     return " ".join(words)

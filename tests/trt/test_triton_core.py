@@ -38,9 +38,9 @@ def plan_repo(tmp_path_factory, make_onnx):
         d.mkdir(parents=True)
         v = PrecisionVariant(name.rsplit("_", 1)[1], onnx, onnx, io_dtype="fp16" if "fp16" in name else "fp32")
         write_tensorrt_model(WriteRequest.make(cfg, name, d, v, LABELS))
-        # Triton looks for a backend only for a model with a version directory; the plan itself is
-        # never read (the backend is missing), so the directory stays empty.
-        (d / str(cfg.version)).mkdir()
+        # Triton looks for a backend only for a model with a version directory: the writer makes
+        # it (empty until rebuild_engine.sh runs); this server lacks the backend that would read it
+        assert (d / str(cfg.version)).is_dir()
     bad = repo / "m_bad_field"
     bad.mkdir()
     text = (repo / "m_trt_fp16" / "config.pbtxt").read_text().replace('name: "m_trt_fp16"', 'name: "m_bad_field"')

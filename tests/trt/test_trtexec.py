@@ -108,11 +108,12 @@ def test_script_without_trtexec_says_where_to_run(tmp_path):
 
 def test_docker_command_mounts_every_absolute_path(tmp_path):
     spec = RebuildSpec(PROFILE, 1, plugin_libs=("/opt/plugins/lib.so",), timing_cache="/var/cache/t.cache")
-    cmd = docker_command(Path("/data/my repo"), "m_trt_fp16", spec, image="nvcr.io/nvidia/tritonserver:25.10-py3")
+    cmd = docker_command("m_trt_fp16", spec, image="nvcr.io/nvidia/tritonserver:25.10-py3")
     assert cmd.startswith("docker run --rm --gpus all")
-    assert "-v '/data/my repo:/data/my repo'" in cmd
+    # the repository is wherever the command runs: its root, mounted at its own path
+    assert '-v "$PWD:$PWD" -w "$PWD"' in cmd
     assert "-v /opt/plugins:/opt/plugins" in cmd and "-v /var/cache:/var/cache" in cmd
-    assert cmd.endswith("nvcr.io/nvidia/tritonserver:25.10-py3 bash '/data/my repo/m_trt_fp16/rebuild_engine.sh'")
-    unset = docker_command(Path("/r"), "m", RebuildSpec(PROFILE, 1))
+    assert cmd.endswith("nvcr.io/nvidia/tritonserver:25.10-py3 bash m_trt_fp16/rebuild_engine.sh")
+    unset = docker_command("m", RebuildSpec(PROFILE, 1))
     assert "${TRITON_IMAGE:?" in unset
     subprocess.run(["bash", "-n", "-c", unset], check=True)
