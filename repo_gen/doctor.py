@@ -51,7 +51,7 @@ def run_checks(repo: Path | None = None) -> list[Check]:
 
 
 def _trt_checks(repo: Path | None) -> list[Check]:
-    rows = [tensorrt_row(), *gpu_rows()]
+    rows = [tensorrt_row(), compile_check_row(), *gpu_rows()]
     if repo is not None:
         rows += check_plans(repo)
     return rows
@@ -105,6 +105,16 @@ def tensorrt_row() -> Check:
         return Check("TensorRT", False, "not installed (plans can only be written as rebuild scripts here)",
                          "pip install tensorrt (needs internet), or run inside an NGC tensorrt/tritonserver image")
     return Check("TensorRT", True, version)
+
+
+def compile_check_row() -> Check:
+    """TensorRT-RTX, which compile-checks every TensorRT-bound graph (repo_gen/trt/compile_check.py)."""
+    from repo_gen.trt.compile_check import INSTALL_HINT, library_status
+
+    version, why = library_status()
+    if version is None:
+        return Check("TensorRT-RTX (compile check)", False, why, INSTALL_HINT)
+    return Check("TensorRT-RTX (compile check)", True, f"{version} (AOT compile check only; not a serving TensorRT)")
 
 
 def gpu_rows() -> list[Check]:

@@ -168,13 +168,15 @@ def _creator_names(registry: trt.IPluginRegistry) -> set[str]:
 
 
 def load_plugins(registry: trt.IPluginRegistry, libs: tuple[Path, ...], required_ops: tuple[str, ...],
-                 onnx: Path, library: str | None = None) -> list[str]:
+                 onnx: Path, library: str | None = None, errors: list[str] | None = None) -> list[str]:
     """Load each plugin library and check every op in `required_ops` has a creator; return the
     absolute library paths. Raises UserError naming the missing file or op.
 
     Args:
         library: the TensorRT library `registry` belongs to, for messages; None means
             "TensorRT <installed version>".
+        errors: the list the registry's logger appends errors to (quoted when a load fails);
+            None: not available.
     """
     loaded = []
     for lib in libs:
@@ -182,11 +184,17 @@ def load_plugins(registry: trt.IPluginRegistry, libs: tuple[Path, ...], required
         if not path.is_file():
             raise UserError(f"--plugin-lib {path}: no such file; build the plugin library (plugins/) first "
                             "or pass --plugins off")
+        built_for = library or f"this TensorRT ({tensorrt_version()})"
+        seen = len(errors) if errors is not None else 0
         try:
-            registry.load_library(str(path))
+            handle: object = registry.load_library(str(path))
         except Exception as e:  # TensorRT raises a bare RuntimeError/TypeError here
             raise UserError(f"--plugin-lib {path}: TensorRT could not load it ({e}); was it built against "
-                            f"{library or f'this TensorRT ({tensorrt_version()})'}?") from e
+                            f"{built_for}?") from e
+        if handle is None:  # most failures are only logged, and the call returns None
+            why = ((errors or [])[seen:] or ["see TensorRT's log above"])[0]  # the first says why
+            raise UserError(f"--plugin-lib {path}: {built_for} could not load it ({why[:300]}); is it a plugin "
+                            "library built against that TensorRT?")
         loaded.append(str(path))
     if required_ops:
         names = _creator_names(registry)
@@ -351,7 +359,8 @@ def build_engine(spec: EngineSpec) -> EngineResult:
         builder = trt.Builder(log)
     except Exception as e:  # TypeError/RuntimeError "CUDA initialization failure"
         raise BuildFailure(f"TensorRT could not start on this machine ({e}); is a GPU visible (nvidia-smi)?") from e
-    plugin_paths = load_plugins(builder.get_plugin_registry(), spec.plugin_libs, spec.plugin_ops, spec.onnx)
+    plugin_paths = load_plugins(builder.get_plugin_registry(), spec.plugin_libs, spec.plugin_ops, spec.onnx,
+                                errors=errors)
 
     network, _parser = parse_onnx_network(builder, spec.onnx, log, errors)
     config = create_builder_config(builder, network, spec, plugin_paths)

@@ -96,6 +96,27 @@ def rtx_version() -> str | None:
         return None
 
 
+def library_status() -> tuple[str | None, str]:
+    """(version, "") when TensorRT-RTX loads here, else (None, one-line reason with the fix).
+
+    Loaded in a child process, like the check itself, so a broken library cannot take the
+    caller down."""
+    if rtx_version() is None:
+        return None, f"not installed ({INSTALL_HINT})"
+    code = "from repo_gen.trt.compile_check import _load_rtx; print(_load_rtx().__version__)"
+    root = str(Path(__file__).resolve().parents[2])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, *filter(None, [os.environ.get("PYTHONPATH")])])}
+    try:
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env,
+                              check=False)
+    except subprocess.TimeoutExpired:
+        return None, "installed, but importing it did not finish within 120 s"
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or [f"exit code {proc.returncode}"])[-1]
+        return None, f"installed ({rtx_version()}) but does not load: {last[:200]}"
+    return proc.stdout.strip(), ""
+
+
 def not_run(graph: Path, reason: str, target: str = DEFAULT_TARGET) -> CompileCheck:
     return CompileCheck(graph=graph.name, library=LIBRARY, version=rtx_version(), target=target,
                         status="not_run", errors=[reason])
@@ -180,7 +201,7 @@ def run_check(onnx: Path, profile: ProfileShapes, target: str, plugin_libs: tupl
     builder = trt.Builder(log)
     try:
         loaded = load_plugins(builder.get_plugin_registry(), plugin_libs, plugin_ops, onnx,
-                              library=f"{LIBRARY} {version}")
+                              library=f"{LIBRARY} {version}", errors=errors)
         network, _parser = parse_onnx_network(builder, onnx, log, errors, api=trt)
         spec = EngineSpec(onnx=onnx, plan=onnx.with_suffix(".unused"), profile=profile)
         config = create_builder_config(builder, network, spec, loaded, api=trt)
