@@ -79,7 +79,8 @@ class BuildReport:
         """The manifest's `builds[<model>]` record."""
         d = self.to_dict()
         return {"model": cfg.model, "repo_gen_version": __version__, "python": platform.python_version(),
-                "options": cfg.to_dict(), "weights": d["weights"], "export_check": d["export_check"],
+                # "output" is this repository itself: its build-machine path is left out so it can move
+                "options": {**cfg.to_dict(), "output": "."}, "weights": d["weights"], "export_check": d["export_check"],
                 "variants": d["variants"], "timings_s": self.timings_s, "notes": self.notes,
                 "cache": cache.summary()}
 

@@ -193,8 +193,9 @@ def load_plugins(registry: trt.IPluginRegistry, libs: tuple[Path, ...], required
                             f"{built_for}?") from e
         if handle is None:  # most failures are only logged, and the call returns None
             why = ((errors or [])[seen:] or ["see TensorRT's log above"])[0]  # the first says why
-            raise UserError(f"--plugin-lib {path}: {built_for} could not load it ({why[:300]}); is it a plugin "
-                            "library built against that TensorRT?")
+            needs = f" (the graph needs it for op(s) {', '.join(required_ops)})" if required_ops else ""
+            raise UserError(f"--plugin-lib {path}: {built_for} could not load it{needs}: {why[:300]}; is it a "
+                            "plugin library built against that TensorRT?")
         loaded.append(str(path))
     if required_ops:
         names = _creator_names(registry)
