@@ -157,9 +157,13 @@ def compile_check(onnx: Path, profile: ProfileShapes, *, plugin_libs: tuple[Path
     # the child died before reporting (abort, std::terminate, segfault): keep the last words
     tail = [ln.strip() for ln in (proc.stderr or proc.stdout).splitlines() if ln.strip()][-3:]
     how = f"signal {-proc.returncode}" if proc.returncode < 0 else f"exit code {proc.returncode}"
+    errors = [f"the {LIBRARY} child process died ({how}): " + " | ".join(tail)[-600:]]
+    if plugin_libs:
+        errors.append(f"{LIBRARY} aborts after creating any custom IPluginV3, a reference plugin written with its own "
+                      "Python API included (plugins/README.md): this says nothing about the plugins")
     return CompileCheck(graph=onnx.name, library=LIBRARY, version=rtx_version(), target=target, status="failed",
-                        seconds=round(time.perf_counter() - t0, 2),
-                        errors=[f"the {LIBRARY} child process died ({how}): " + " | ".join(tail)[-600:]])
+                        seconds=round(time.perf_counter() - t0, 2), errors=errors,
+                        plugin_libs=[str(p) for p in plugin_libs])
 
 
 def _load_rtx() -> Any:
