@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from repo_gen.results import WriteRequest
 from repo_gen.trt import compile_check as cc
 from repo_gen.trt.profile import profile_shapes
 from repo_gen.trt.repository import write_tensorrt_model
@@ -67,9 +68,10 @@ def test_rejected_graph_reaches_manifest_and_readme_and_is_not_ready(tmp_path, m
     bad = unimportable_onnx(tmp_path / "bad.onnx")
     d = tmp_path / "staging" / "m_trt_fp32"
     d.mkdir(parents=True)
-    files, status, reason, extra = write_tensorrt_model(
-        d, "m_trt_fp32", PrecisionVariant("fp32", bad, bad), make_cfg(max_batch=4, opt_batch=2), LABELS, CLASSES)
-    assert status != "ready" and "odd_node" in reason and "\n" not in reason
+    written = write_tensorrt_model(WriteRequest.make(make_cfg(max_batch=4, opt_batch=2), "m_trt_fp32", d,
+                                                     PrecisionVariant("fp32", bad, bad), LABELS))
+    assert written.status != "ready" and "odd_node" in written.status_reason and "\n" not in written.status_reason
+    extra = written.details
     record = extra["compile_check"]["native"]
     assert record["status"] == "failed" and record["graph"] == "model.onnx" and "odd_node" in record["errors"][0]
     assert "NOT the serving plan" in record["what_it_proves"]
