@@ -10,6 +10,7 @@
    format combinations, configurePlugin, the serialization round trip through the creator),
    driven through TensorRT's public interfaces by a C++ driver (`plugin_build_methods.cpp`);
    needs TensorRT's public headers (TENSORRT_ROOT), nvcc and cmake, else skipped with the reason.
+   $REPO_GEN_PLUGIN_LIB, when set, names an already built library to use instead of building one.
 """
 
 from __future__ import annotations
@@ -62,10 +63,15 @@ def plugin_lib(tmp_path_factory) -> Path:
     if _headers() is None:
         pytest.skip("TensorRT headers not found (set TENSORRT_ROOT to a folder with include/NvInferRuntime.h): "
                     "the IPluginV3 wrappers cannot be compiled here")
+    from repo_gen.plugins.kernels import LIBRARY_ENV
     from tests.test_plugins_build import _build
 
+    prebuilt = os.environ.get(LIBRARY_ENV)
+    if prebuilt:  # a library built with the wrappers and MVT_STATIC_REGISTRATION=OFF (saves minutes of nvcc)
+        return Path(prebuilt).absolute()
+    # one CUDA architecture is enough: only the wrappers' host code is exercised
     return _build(tmp_path_factory.mktemp("plugins") / "build",
-                  ["-DMVT_BUILD_TRT_WRAPPERS=ON", "-DMVT_STATIC_REGISTRATION=OFF"])
+                  ["-DMVT_BUILD_TRT_WRAPPERS=ON", "-DMVT_STATIC_REGISTRATION=OFF", "-DCMAKE_CUDA_ARCHITECTURES=80"])
 
 
 def test_wrapper_build_methods_through_tensorrt_interfaces(plugin_lib, tmp_path):
@@ -74,7 +80,11 @@ def test_wrapper_build_methods_through_tensorrt_interfaces(plugin_lib, tmp_path)
     cxx = shutil.which("g++") or shutil.which("c++")
     if cxx is None:
         pytest.skip("no C++ compiler (g++) to build the driver")
-    cuda_include = Path(shutil.which("nvcc") or "/usr/local/cuda/bin/nvcc").resolve().parents[1] / "include"
+    nvcc = Path(shutil.which("nvcc") or "/usr/local/cuda/bin/nvcc").resolve()
+    includes = [nvcc.parents[1] / "include", Path("/usr/local/cuda/include"), *sorted(Path("/usr/local").glob("cuda*/include"))]
+    cuda_include = next((d for d in includes if (d / "cuda_runtime_api.h").is_file()), None)
+    if cuda_include is None:
+        pytest.skip("cuda_runtime_api.h not found (the CUDA toolkit's include folder): TensorRT's headers need it")
     driver = tmp_path / "plugin_build_methods"
     build = subprocess.run([cxx, "-std=c++17", "-Wall", "-Wextra", "-Werror", "-isystem", str(headers),
                             "-isystem", str(cuda_include), str(HERE / "plugin_build_methods.cpp"), "-ldl",
