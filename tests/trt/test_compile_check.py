@@ -123,4 +123,5 @@ def test_every_tensorrt_graph_of_mobilevit_xxs_passes(tmp_path):
         check = entry["extra"]["compile_check"]["native"]
         assert check["status"] == "passed", (name, check["errors"])
         assert check["layers"] > 1000 and check["engine_bytes"] > 1_000_000, (name, check)
-        assert entry["status"] == "not_built" and (repo / name / "1").is_dir()
+        # no plan here (INT8 of random weights may be "inaccurate" instead), but the version folder is there
+        assert entry["status"] in ("not_built", "inaccurate") and (repo / name / "1").is_dir(), entry["status"]

@@ -74,6 +74,7 @@ def plugin_lib(tmp_path_factory) -> Path:
                   ["-DMVT_BUILD_TRT_WRAPPERS=ON", "-DMVT_STATIC_REGISTRATION=OFF", "-DCMAKE_CUDA_ARCHITECTURES=80"])
 
 
+@pytest.mark.slow  # builds plugins/ with nvcc unless $REPO_GEN_PLUGIN_LIB names a library
 def test_wrapper_build_methods_through_tensorrt_interfaces(plugin_lib, tmp_path):
     headers = _headers()
     assert headers is not None
@@ -96,6 +97,7 @@ def test_wrapper_build_methods_through_tensorrt_interfaces(plugin_lib, tmp_path)
     assert passed >= 40, run.stdout
 
 
+@pytest.mark.slow  # builds plugins/ with nvcc unless $REPO_GEN_PLUGIN_LIB names a library
 def test_our_plugin_graph_dies_where_the_reference_does(plugin_lib, tmp_path, make_onnx):
     """Same path, our library: the compile check's child dies the same way (std::terminate)."""
     if cc.library_status()[0] is None:
