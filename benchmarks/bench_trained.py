@@ -102,7 +102,7 @@ def main() -> int:
     for prec, v in result["variants"].items():
         cos = "-" if v["cosine_mean"] is None else f"{v['cosine_mean']:.6f}"
         agree = "-" if v["top1_agreement"] is None else f"{v['top1_agreement'] * 100:.1f}%"
-        print(f"| {prec} | {v['status']} | {cos} | {agree} | {v['kept_higher_precision'] or '-'} | {v['search_stop'] or '-'} |")
+        print(f"| {prec} | {v['status']} | {cos} | {agree} | {'-' if v['kept_higher_precision'] is None else v['kept_higher_precision']} | {v['search_stop'] or '-'} |")
     print(f"\nINT8 calibration {result['int8_calibration_s']} s; build {result['build_seconds']} s; "
           f"training {'cached' if cached else str(result['training']['seconds']) + ' s'}"
           + (f"; quickstart {result['quickstart']['seconds']} s (rc {result['quickstart']['rc']})" if args.quickstart else "")

@@ -43,7 +43,7 @@ def per_class_table(variant_rows: list[dict], max_classes: int = 50) -> str:
     classes = sorted(ref, key=lambda c: (ref[c][0] / max(ref[c][1], 1), c))[:max_classes]
     if len(classes) == len(ref):
         classes = list(ref)  # all of them: keep the class order
-    head = "| class | " + " | ".join(f"{r['variant']} ({r['graph'].split(' ')[0]})" for r in rows) + " |"
+    head = "| class | " + " | ".join(f"{r['variant']}: {r['graph']}" for r in rows) + " |"
     lines = [head, "|---|" + "---|" * len(rows)]
     for c in classes:
         cells = []
