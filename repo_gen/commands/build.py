@@ -10,6 +10,7 @@ from repo_gen.config import PRECISIONS, RUNTIMES
 
 
 def add_parser(sub) -> None:
+    from repo_gen.detection.specs import list_detectors
     from repo_gen.models import list_models
 
     p = sub.add_parser(
@@ -22,7 +23,7 @@ def add_parser(sub) -> None:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     g = p.add_argument_group("model")
-    g.add_argument("--model", default="mobilevit_s", metavar="NAME", help=f"one of: {', '.join(list_models())}")
+    g.add_argument("--model", default="mobilevit_s", metavar="NAME", help=f"one of: {', '.join(list_models())}; detectors: {', '.join(list_detectors())}")
     w = g.add_mutually_exclusive_group()
     w.add_argument("--weights", type=Path, metavar="PATH",
                    help="checkpoint: a timm state_dict, or a dict holding one under state_dict/model/ema (loaded with weights_only=True)")
@@ -66,12 +67,21 @@ def add_parser(sub) -> None:
     t.add_argument("--triton-image", metavar="IMAGE",
                    help="NGC tritonserver image named in each plan's README/docker command (e.g. nvcr.io/nvidia/tritonserver:25.10-py3)")
     t.add_argument("--plugin-lib", type=Path, metavar="PATH", help="libmobilevit_plugins.so (default: plugins/build/)")
+    from repo_gen.detection.cli_args import add_detection_args
+
+    add_detection_args(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from repo_gen.build import build, print_summary
     from repo_gen.config import BuildConfig
+    from repo_gen.detection.specs import is_detector
+
+    if is_detector(args.model):  # detectors have their own build (repo_gen/detection/build.py)
+        from repo_gen.detection.cli_args import run_detection_build
+
+        return run_detection_build(args)
 
     cfg = BuildConfig(
         model=args.model,
