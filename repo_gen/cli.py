@@ -11,7 +11,7 @@ import sys
 
 from repo_gen import __version__
 
-COMMANDS = ("build", "serve", "doctor", "bench", "tune", "classify")
+COMMANDS = ("build", "serve", "doctor", "bench", "tune", "classify", "detect")
 
 
 def make_parser() -> argparse.ArgumentParser:

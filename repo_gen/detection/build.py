@@ -303,4 +303,4 @@ def _write_models(cfg: DetectionBuildConfig, tx: RepositoryTransaction, graphs: 
         tx.add(ModelEntry(name=name, base_model=cfg.model, runtime="pipeline", backend=backend, precision="-",
                           versions=tx.staged_versions(name, cfg.version), files=[f"{name}/{f}" for f in files],
                           max_batch_size=cfg.max_batch, data=det_data,
-                          extra={"detector": target} if name == ens else {}))
+                          extra={"detector": target, "steps": [pre, target, post]} if name == ens else {}))

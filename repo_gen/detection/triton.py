@@ -14,6 +14,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from repo_gen.detection.client import encode_labels
 from repo_gen.detection.export import INPUT_NAME
 from repo_gen.detection.nms_graph import OUTPUTS
 from repo_gen.triton.config import EnsembleStep, ModelConfigSpec, TensorSpec, WarmupSpec
@@ -146,6 +147,7 @@ def write_det_ensemble(model_dir: Path, name: str, pre: str, detector: str, post
     spec = ModelConfigSpec(
         name=name, template="detection_ensemble", max_batch_size=max_batch,
         inputs=[TensorSpec(IMAGE_INPUT, "TYPE_STRING", [1])], outputs=detection_outputs(k),
+        parameters={"labels": encode_labels(labels)},  # for clients: Triton serves no label file contents
         ensemble_steps=[
             EnsembleStep(pre, -1, {IMAGE_INPUT: IMAGE_INPUT}, {INPUT_NAME: "det_input", LETTERBOX: "det_letterbox"}),
             EnsembleStep(detector, -1, {INPUT_NAME: "det_input"}, {o: f"raw_{o}" for o in OUTPUTS}),
