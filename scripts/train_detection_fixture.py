@@ -18,8 +18,8 @@ from repo_gen.detection.fixture import train_detector_fixture, write_scenes
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--steps", type=int, default=600)
-    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--steps", type=int, default=300)
+    ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--eval-images", type=int, default=200, help="held-out scenes for the mAP (0: skip)")
     ap.add_argument("--max-seconds", type=float, default=None, help="stop training early after this long")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: min(2, CPUs))")

@@ -26,7 +26,7 @@ from repo_gen.detection.metrics import Detections, MapResult
 from repo_gen.log import logger
 
 MODEL = "ssdlite_mobilevit_xxs"
-FIXTURE_SIZE = 192
+FIXTURE_SIZE = 128
 NUM_CLASSES = 10
 LABELS = [str(d) for d in range(10)]
 ALPHA_MIN = 0.25
@@ -193,7 +193,7 @@ def evaluate_torch(model: Any, scenes: list[Scene], score_thresh: float = 0.01, 
     return coco_map([s.truth for s in scenes], preds, model.repo_gen_info.num_classes)
 
 
-def train_detector_fixture(out: Path | None = None, steps: int = 600, batch: int = 16, seed: int = 0,
+def train_detector_fixture(out: Path | None = None, steps: int = 300, batch: int = 8, seed: int = 0,
                            threads: int | None = None, eval_images: int = 200, progress: bool = True,
                            max_seconds: float | None = None) -> dict:
     """Train ssdlite_mobilevit_xxs on fresh train scenes; save to `out` (None: `default_checkpoint()`).

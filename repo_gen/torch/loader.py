@@ -156,6 +156,11 @@ def load_model(
     The classifier width is the spec's (1000 for ImageNet) unless the checkpoint says otherwise.
     """
     state = read_state_dict(weights) if weights is not None else None  # a bad file fails before torch imports
+    if state is not None and any(k.startswith("head.classification_head.") for k in state):
+        raise UserError(
+            f"--weights {weights}: this is a detector checkpoint (SSDLite head keys head.classification_head.*), "
+            f"not a {spec.name} classifier; build it with --model ssdlite_mobilevit_xxs/_xs/_s"
+        )
     torch, timm = _import_torch()
     n_cls = spec.num_classes
     if state is not None and "head.fc.weight" in state:
