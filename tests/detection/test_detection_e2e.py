@@ -37,8 +37,10 @@ def test_manifest_records_map_per_precision_and_nms_options(built):
     man = json.loads((repo / "repo-gen.json").read_text())
     rec = man["builds"][MODEL]
     assert rec["nms"] == {"max_detections": 100, "score_threshold": 0.25, "iou_threshold": 0.45}
-    assert rec["export_check"]["passed"] and rec["export_check"]["batches"] == [1, 3, 4]
-    assert rec["export_check"]["min_iou"] >= 0.99
+    ec = rec["export_check"]
+    assert ec["passed"] and ec["batches"] == [1, 3, 4]
+    assert ec["low_threshold"]["passed"] and ec["low_threshold"]["matched"] >= 50
+    assert ec["low_threshold"]["min_iou"] >= 0.99
     assert rec["fp32_map"]["map50"] >= MIN_FP32_MAP50, rec["fp32_map"]
     by_prec = {v["precision"]: v for v in rec["variants"]}
     assert set(by_prec) == {"fp16", "int8"}

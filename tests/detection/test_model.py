@@ -6,7 +6,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from repo_gen.detection.model import DetectorCore, build_detector, load_detector, reference_detections, save_detector
+from repo_gen.detection.model import (
+    DetectorCore,
+    build_detector,
+    load_detector,
+    reference_detections,
+    save_detector,
+)
 from repo_gen.detection.specs import get_detector_spec, list_detectors
 
 
