@@ -195,12 +195,14 @@ def evaluate_torch(model: Any, scenes: list[Scene], score_thresh: float = 0.01, 
 
 def train_detector_fixture(out: Path | None = None, steps: int = 300, batch: int = 8, seed: int = 0,
                            threads: int | None = None, eval_images: int = 200, progress: bool = True,
-                           max_seconds: float | None = None) -> dict:
+                           max_seconds: float | None = None, init_backbone: Path | None = None) -> dict:
     """Train ssdlite_mobilevit_xxs on fresh train scenes; save to `out` (None: `default_checkpoint()`).
 
     Args:
         eval_images: held-out scenes for the final mAP; 0 skips the evaluation.
         max_seconds: stop early (and still save) after this long; None trains all `steps`.
+        init_backbone: a timm mobilevit_xxs classifier checkpoint (e.g. the digits classifier fixture) whose
+            weights start the backbone; None starts from random weights.
     Returns a summary: held-out mAP@[.5:.95] / mAP@.5 in %, training seconds.
     """
     import torch
@@ -212,6 +214,8 @@ def train_detector_fixture(out: Path | None = None, steps: int = 300, batch: int
     torch.manual_seed(seed)
     torch.set_num_threads(threads or min(2, len(os.sched_getaffinity(0))))
     model = build_detector(get_detector_spec(MODEL), NUM_CLASSES, FIXTURE_SIZE)
+    if init_backbone is not None:
+        load_backbone(model, Path(init_backbone))
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.02)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=steps, pct_start=0.1)
     t0 = time.perf_counter()
@@ -250,6 +254,36 @@ def train_detector_fixture(out: Path | None = None, steps: int = 300, batch: int
         logger.info(f"detection fixture: held-out mAP {res.map:.1f} / mAP@.5 {res.map50:.1f} on {eval_images} "
                     f"scenes ({train_s:.0f} s training) -> {out}")
     return summary
+
+
+def load_backbone(model: Any, path: Path) -> int:
+    """Copy a timm MobileViT classifier checkpoint's weights into the detector backbone; returns tensors copied.
+
+    timm's features_only wrapper names stages `stages_<i>` where the classifier has `stages.<i>`.
+    """
+    import re
+
+    from repo_gen.torch.loader import read_state_dict
+
+    state = read_state_dict(path)
+    body = model.backbone.body
+    own = body.state_dict()
+    mapped = {re.sub(r"^stages_(\d+)\.", r"stages.\1.", k): k for k in own}
+    take = {k: state[src] for src, k in mapped.items() if src in state and state[src].shape == own[k].shape}
+    if len(take) < len(own) // 2:
+        from repo_gen.errors import UserError
+
+        raise UserError(f"--init-backbone {path}: only {len(take)} of {len(own)} backbone tensors match; pass a "
+                        f"timm {get_backbone_name()} classifier checkpoint")
+    body.load_state_dict(take, strict=False)
+    logger.info(f"backbone: {len(take)} of {len(own)} tensors from {path}")
+    return len(take)
+
+
+def get_backbone_name() -> str:
+    from repo_gen.detection.specs import get_detector_spec
+
+    return get_detector_spec(MODEL).backbone
 
 
 def ensure_detector_checkpoint(path: Path | None = None, **train_kwargs: Any) -> Path:
