@@ -11,7 +11,7 @@ import sys
 
 from repo_gen import __version__
 
-COMMANDS = ("build", "serve", "doctor", "bench", "tune", "classify", "deploy")
+COMMANDS = ("build", "serve", "doctor", "bench", "tune", "classify", "detect", "deploy")
 
 
 def make_parser() -> argparse.ArgumentParser:

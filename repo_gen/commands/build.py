@@ -28,6 +28,7 @@ def _default(name: str) -> str:
 
 
 def add_parser(sub) -> None:
+    from repo_gen.detection.specs import list_detectors
     from repo_gen.models import list_models
 
     p = sub.add_parser(
@@ -39,7 +40,7 @@ def add_parser(sub) -> None:
         "trt = TensorRT plan), plus the <model>_pipeline ensemble (image bytes -> top-k labels).",
     )
     g = p.add_argument_group("model")
-    g.add_argument("--model", metavar="NAME", help=f"one of: {', '.join(list_models())} (default: {_default('model')})")
+    g.add_argument("--model", metavar="NAME", help=f"one of: {', '.join(list_models())}; detectors: {', '.join(list_detectors())} (default: {_default('model')})")
     w = g.add_mutually_exclusive_group()
     w.add_argument("--weights", type=Path, metavar="PATH",
                    help="checkpoint: a timm or Apple ml-cvnets MobileViT state_dict, or a dict holding one under "
@@ -112,6 +113,9 @@ def add_parser(sub) -> None:
                    help="tritonserver image that serves the repository: named in each plan's README/docker command and "
                    "recorded in the manifest's options (e.g. nvcr.io/nvidia/tritonserver:25.10-py3)")
     t.add_argument("--plugin-lib", type=Path, metavar="PATH", help="libmobilevit_plugins.so (default: plugins/build/)")
+    from repo_gen.detection.cli_args import add_detection_args
+
+    add_detection_args(p)
     p.set_defaults(func=run)
 
 
@@ -124,6 +128,12 @@ def config_from_args(args: argparse.Namespace) -> BuildConfig:
 
 def run(args: argparse.Namespace) -> int:
     from repo_gen.build import build, print_summary
+    from repo_gen.detection.specs import is_detector
+
+    if is_detector(args.model or ""):  # detectors have their own build (repo_gen/detection/build.py)
+        from repo_gen.detection.cli_args import run_detection_build
+
+        return run_detection_build(args)
 
     cfg = config_from_args(args)
     report = build(cfg, lock_timeout_s=args.lock_timeout)

@@ -224,6 +224,11 @@ def load_model(
     """
     ckpt = read_checkpoint(weights) if weights is not None else None  # a bad file fails before torch imports
     state = ckpt.state if ckpt is not None else None
+    if state is not None and any(k.startswith("head.classification_head.") for k in state):
+        raise UserError(
+            f"--weights {weights}: this is a detector checkpoint (SSDLite head keys head.classification_head.*), "
+            f"not a {spec.name} classifier; build it with --model ssdlite_mobilevit_xxs/_xs/_s"
+        )
     torch, timm = _import_torch()
     source_format = "timm"
     if state is not None and weights is not None:
