@@ -60,7 +60,9 @@ def test_configs_parse_and_agree(fp32_repo):
 def test_rebuild_is_idempotent_and_byte_identical(repo_copy):
     def model_files():
         return {str(p.relative_to(repo_copy)): (p.stat().st_mode, p.read_bytes())
-                for p in repo_copy.rglob("*") if p.is_file() and p.name != "repo-gen.json"}
+                for p in repo_copy.rglob("*") if p.is_file() and p.name != "repo-gen.json"
+                # __pycache__: left by a python-backend stub that served the shared repository earlier
+                and "__pycache__" not in p.parts}
 
     before = model_files()
     build(BuildConfig(model=TEST_MODEL, output=repo_copy, max_batch=TEST_MAX_BATCH, precisions=("fp32",),

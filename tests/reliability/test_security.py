@@ -36,8 +36,8 @@ def _call_name(node: ast.Call) -> str:
     while isinstance(f, ast.Attribute):
         parts.append(f.attr)
         f = f.value
-    if isinstance(f, ast.Name):
-        parts.append(f.id)
+    # a method called on an expression (`model.float().eval()`) is not the builtin of that name
+    parts.append(f.id if isinstance(f, ast.Name) else "<expr>")
     return ".".join(reversed(parts))
 
 
