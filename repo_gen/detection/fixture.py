@@ -1,6 +1,6 @@
 """A trained detection fixture from real pixels, offline: digits pasted onto scikit-image photos.
 
-Scenes: a random crop of one of scikit-image's bundled photos (random aspect, 160-320 px a side)
+Scenes: a random crop of one of scikit-image's bundled photos (random aspect, 160-256 px a side)
 with 1-3 handwritten digits from scikit-learn's digits set pasted at random scales and positions,
 in a colour that contrasts with the photo. A digit's box is the extent of the pixels its mask
 covers (alpha >= ALPHA_MIN), so the ground truth is exact. Train scenes use the digits' train split and
@@ -12,6 +12,7 @@ the checkpoint is cached under the repo-gen cache (XDG_CACHE_HOME/repo-gen).
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import time
@@ -30,7 +31,15 @@ FIXTURE_SIZE = 128
 NUM_CLASSES = 10
 LABELS = [str(d) for d in range(10)]
 ALPHA_MIN = 0.25
-CHECKPOINT_NAME = "detect_ssdlite_mobilevit_xxs_digits.pth"
+SCENE_SIDE = (160, 257)  # scene width / height range in pixels (upper bound exclusive)
+DIGIT_SIDE = (0.3, 0.6)  # pasted digit side as a fraction of the scene's shorter side
+# v2: larger digits, backbone from the digits classifier with its early stages frozen (a new recipe: a
+# stale v1 cache must not be reused).
+CHECKPOINT_NAME = "detect_ssdlite_mobilevit_xxs_digits_v2.pth"
+TRAIN_STEPS = 400
+TRAIN_BATCH = 8
+TRAIN_LR = 5e-3
+FREEZE_STAGES = 4  # stem + stages 0-2 (strides 2-8) stay as the digits classifier trained them
 _SEED_STREAM = {"train": 0, "test": 1_000_003, "calib": 2_000_003}
 
 
@@ -46,8 +55,10 @@ def default_checkpoint() -> Path:
     return Path(os.environ.get("REPO_GEN_CACHE", cache_dir())) / CHECKPOINT_NAME
 
 
+@functools.cache
 def _digits(split: str) -> tuple[list[np.ndarray], np.ndarray]:
-    from repo_gen.precision.digits_fixture import digit_images
+    # Cached: training draws a fresh batch of scenes every step.
+    from repo_gen.fixtures.digits import digit_images
 
     imgs, labels = digit_images("train" if split == "train" else "test")
     return [np.asarray(im) for im in imgs], labels
@@ -65,7 +76,7 @@ def make_scenes(split: str, count: int, seed: int = 0) -> list[Scene]:
     scenes = []
     for _ in range(count):
         _, photo = photos[int(rng.integers(len(photos)))]
-        w, h = (int(v) for v in rng.integers(160, 321, size=2))
+        w, h = (int(v) for v in rng.integers(*SCENE_SIDE, size=2))
         pw, ph = photo.size
         s = rng.uniform(0.3, 1.0) * min(pw / w, ph / h)
         cw, ch = int(w * s), int(h * s)
@@ -76,7 +87,7 @@ def make_scenes(split: str, count: int, seed: int = 0) -> list[Scene]:
         classes: list[int] = []
         for _ in range(int(rng.integers(1, 4))):
             k = int(rng.integers(len(digits)))
-            side = int(rng.uniform(0.18, 0.5) * min(w, h))
+            side = int(rng.uniform(*DIGIT_SIDE) * min(w, h))
             alpha = np.asarray(Image.fromarray(digits[k]).resize((side, side), Image.Resampling.BILINEAR),
                                np.float32) / 255.0
             ys, xs = np.nonzero(alpha >= ALPHA_MIN)
@@ -193,9 +204,11 @@ def evaluate_torch(model: Any, scenes: list[Scene], score_thresh: float = 0.01, 
     return coco_map([s.truth for s in scenes], preds, model.repo_gen_info.num_classes)
 
 
-def train_detector_fixture(out: Path | None = None, steps: int = 300, batch: int = 8, seed: int = 0,
+def train_detector_fixture(out: Path | None = None, steps: int = TRAIN_STEPS, batch: int = TRAIN_BATCH, seed: int = 0,
                            threads: int | None = None, eval_images: int = 200, progress: bool = True,
-                           max_seconds: float | None = None, init_backbone: Path | None = None) -> dict:
+                           max_seconds: float | None = None, init_backbone: Path | None = None,
+                           lr: float = TRAIN_LR, warmup: float = 0.1,
+                           freeze: int = FREEZE_STAGES) -> dict:
     """Train ssdlite_mobilevit_xxs on fresh train scenes; save to `out` (None: `default_checkpoint()`).
 
     Args:
@@ -216,8 +229,10 @@ def train_detector_fixture(out: Path | None = None, steps: int = 300, batch: int
     model = build_detector(get_detector_spec(MODEL), NUM_CLASSES, FIXTURE_SIZE)
     if init_backbone is not None:
         load_backbone(model, Path(init_backbone))
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.02)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=steps, pct_start=0.1)
+    # Frozen random weights would only hurt: freezing applies to a classifier-initialised backbone.
+    frozen = freeze_early_stages(model, freeze if init_backbone is not None else 0)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=0.02)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=warmup)
     t0 = time.perf_counter()
     model.train()
     from rich.progress import Progress
@@ -234,6 +249,8 @@ def train_detector_fixture(out: Path | None = None, steps: int = 300, batch: int
             xs, targets = _batch(make_scenes("train", batch, seed=seed * 1_000_000 + step_i * batch), FIXTURE_SIZE)
             losses = model(xs, targets)
             loss = losses["bbox_regression"] + losses["classification"]
+            for m in frozen:
+                m.eval()  # frozen stages keep their BatchNorm statistics
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -280,6 +297,21 @@ def load_backbone(model: Any, path: Path) -> int:
     return len(take)
 
 
+def freeze_early_stages(model: Any, count: int) -> list[Any]:
+    """Stop training the backbone's stem and first `count` - 1 stages; returns the frozen modules.
+
+    Why: started from the digits classifier, the high-resolution early stages already see strokes; not
+    training them skips most of the backward pass, which is what limits the steps on 2 cores.
+    """
+    if count <= 0:
+        return []
+    body = model.backbone.body
+    frozen = [body.stem] + [getattr(body, f"stages_{i}") for i in range(count - 1)]
+    for m in frozen:
+        m.requires_grad_(False)
+    return frozen
+
+
 def get_backbone_name() -> str:
     from repo_gen.detection.specs import get_detector_spec
 
@@ -287,8 +319,16 @@ def get_backbone_name() -> str:
 
 
 def ensure_detector_checkpoint(path: Path | None = None, **train_kwargs: Any) -> Path:
-    """The cached fixture checkpoint, training it first when missing (minutes on 2 cores)."""
+    """The cached fixture checkpoint, training it first when missing (minutes on 2 cores).
+
+    The backbone starts from the digits classifier fixture (trained and cached first when missing; the
+    classifier tests use the same cache) unless `init_backbone` is passed.
+    """
     path = Path(path) if path is not None else default_checkpoint()
     if not path.is_file():
+        if "init_backbone" not in train_kwargs:
+            from repo_gen.fixtures.digits import ensure_digits_checkpoint
+
+            train_kwargs["init_backbone"] = ensure_digits_checkpoint()
         train_detector_fixture(path, **train_kwargs)
     return path

@@ -33,9 +33,10 @@ def resolve_model_data(spec: ModelSpec, weights: Path | None, overrides: DataOve
     data config by `resolve_data_config`'s (flags > checkpoint pretrained_cfg > timm's)."""
     num_classes, names, pretrained_cfg = spec.num_classes, None, None
     if weights is not None:
-        from repo_gen.torch.loader import head_width, read_checkpoint
+        from repo_gen.torch.loader import head_width, read_checkpoint, refuse_detector_state
 
         ckpt = read_checkpoint(weights)
+        refuse_detector_state(ckpt.state, weights, spec.name)
         width = head_width(ckpt.state)
         if width is None:
             raise UserError(

@@ -199,6 +199,15 @@ def _first_line(e: BaseException) -> str:
     return text[0][:200] if text else type(e).__name__
 
 
+def refuse_detector_state(state: dict[str, Any], weights: Path, model: str) -> None:
+    """A UserError when `state` is a detector's (SSDLite head), which a classifier --model cannot load."""
+    if any(k.startswith("head.classification_head.") for k in state):
+        raise UserError(
+            f"--weights {weights}: this is a detector checkpoint (SSDLite head keys head.classification_head.*), "
+            f"not a {model} classifier; build it with --model ssdlite_mobilevit_xxs/_xs/_s"
+        )
+
+
 def head_width(state: dict[str, Any]) -> int | None:
     """Outputs of the classifier head of a timm or ml-cvnets MobileViT state dict; None without a head."""
     for key in ("head.fc.weight", "classifier.fc.weight"):
@@ -224,11 +233,8 @@ def load_model(
     """
     ckpt = read_checkpoint(weights) if weights is not None else None  # a bad file fails before torch imports
     state = ckpt.state if ckpt is not None else None
-    if state is not None and any(k.startswith("head.classification_head.") for k in state):
-        raise UserError(
-            f"--weights {weights}: this is a detector checkpoint (SSDLite head keys head.classification_head.*), "
-            f"not a {spec.name} classifier; build it with --model ssdlite_mobilevit_xxs/_xs/_s"
-        )
+    if state is not None and weights is not None:
+        refuse_detector_state(state, weights, spec.name)
     torch, timm = _import_torch()
     source_format = "timm"
     if state is not None and weights is not None:
