@@ -10,12 +10,13 @@ import json
 def add_detection_args(p: argparse.ArgumentParser) -> None:
     d = p.add_argument_group("detection (ssdlite_mobilevit_* models)")
     # --labels is the classifier's option too (repo_gen/commands/data_args.py): one flag, read by both builds
-    d.add_argument("--max-detections", type=int, default=100, metavar="K", help="K: padded detections per image")
-    d.add_argument("--score-threshold", type=float, default=0.25, help="in-graph NMS score threshold, in [0, 1]")
-    d.add_argument("--iou-threshold", type=float, default=0.45, help="in-graph NMS IoU threshold, in [0, 1]")
-    d.add_argument("--map-tolerance", type=float, default=1.0, metavar="POINTS",
+    # None = the default of NmsOptions / DetectionBuildConfig (defaults live in one place, as for classifiers)
+    d.add_argument("--max-detections", type=int, metavar="K", help="K: padded detections per image (default: 100)")
+    d.add_argument("--score-threshold", type=float, help="in-graph NMS score threshold, in [0, 1] (default: 0.25)")
+    d.add_argument("--iou-threshold", type=float, help="in-graph NMS IoU threshold, in [0, 1] (default: 0.45)")
+    d.add_argument("--map-tolerance", type=float, metavar="POINTS",
                    help="mAP@[.5:.95] points FP16/INT8 may lose against FP32 (eval set: --eval-dir with a COCO "
-                        "annotations.json, default the fixture's held-out scenes)")
+                        "annotations.json, else the fixture's held-out scenes; default: 1.0)")
 
 
 def run_detection_build(args: argparse.Namespace) -> int:
@@ -36,7 +37,8 @@ def run_detection_build(args: argparse.Namespace) -> int:
         kwargs["runtimes"] = kwargs["runtimes"].replace("onnx,py,trt", "py,onnx,trt")
     if "calib_count" in kwargs:
         kwargs["calib_count"] = min(kwargs["calib_count"], 256)
-    cfg = DetectionBuildConfig(**kwargs, nms=NmsOptions(args.max_detections, args.score_threshold, args.iou_threshold))
+    nms = {k: given[k] for k in ("max_detections", "score_threshold", "iou_threshold") if k in given}
+    cfg = DetectionBuildConfig(**kwargs, nms=NmsOptions(**nms))
     report = build_detection(cfg, lock_timeout_s=args.lock_timeout)
     if args.json:
         print(json.dumps(report.__dict__, indent=2, default=str))
