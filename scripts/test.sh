@@ -15,4 +15,6 @@ mypy repo_gen
 python -m tools.trt_typecheck
 echo "== pytest"
 # Tests that need a GPU or TensorRT live in tests/gpu and skip themselves with the reason.
-python -m pytest -q -p no:cacheprovider --timeout=900 "$@"
+# 1800 s per test: on a fresh machine the first test that needs the trained digits and detection
+# fixtures trains them (cached afterwards), which is slow on 2 cores.
+python -m pytest -q -p no:cacheprovider --timeout=1800 "$@"
