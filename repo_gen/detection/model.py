@@ -222,21 +222,11 @@ def load_detector(spec: DetectorSpec, weights: Path | None, num_classes: int | N
     torch.manual_seed(seed)
     model = build_detector(spec, num_classes or 10, image_size, **kw)
     if state is not None:
-        expected = model.state_dict()
-        missing = sorted(set(expected) - set(state))
-        unexpected = sorted(set(state) - set(expected))
-        wrong = sorted(k for k in set(expected) & set(state) if expected[k].shape != state[k].shape)
-        if missing or unexpected or wrong:
-            parts = []
-            if missing:
-                parts.append(f"missing {len(missing)} (e.g. {', '.join(missing[:3])})")
-            if unexpected:
-                parts.append(f"unexpected {len(unexpected)} (e.g. {', '.join(unexpected[:3])})")
-            if wrong:
-                k = wrong[0]
-                parts.append(f"wrong shape {len(wrong)} (e.g. {k}: file {tuple(state[k].shape)} vs model "
-                             f"{tuple(expected[k].shape)})")
-            raise UserError(f"--weights {weights}: keys do not match {spec.name}: {'; '.join(parts)}; "
+        from repo_gen.torch.loader import key_mismatch
+
+        mismatch = key_mismatch(model.state_dict(), state)
+        if mismatch:
+            raise UserError(f"--weights {weights}: keys do not match {spec.name}: {mismatch}; "
                             f"pass a checkpoint of {spec.name} or choose the matching --model")
         model.load_state_dict(state, strict=True)
     return model.eval()

@@ -276,25 +276,10 @@ def load_model(
         )
         return LoadedModel(module.eval(), "random", False, None, None)
 
-    expected = module.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    wrong_shape = sorted(
-        k for k in set(expected) & set(state) if tuple(expected[k].shape) != tuple(state[k].shape)
-    )
-    if missing or unexpected or wrong_shape:
-        parts = []
-        if missing:
-            parts.append(f"missing {len(missing)} (e.g. {', '.join(missing[:3])})")
-        if unexpected:
-            parts.append(f"unexpected {len(unexpected)} (e.g. {', '.join(unexpected[:3])})")
-        if wrong_shape:
-            k = wrong_shape[0]
-            parts.append(
-                f"wrong shape {len(wrong_shape)} (e.g. {k}: file {tuple(state[k].shape)} vs model {tuple(expected[k].shape)})"
-            )
+    mismatch = key_mismatch(module.state_dict(), state)
+    if mismatch:
         raise UserError(
-            f"--weights {weights}: keys do not match {spec.name}: {'; '.join(parts)}; "
+            f"--weights {weights}: keys do not match {spec.name}: {mismatch}; "
             f"pass a checkpoint of {spec.name} (timm names) or choose the matching --model"
         )
     # Mixed-precision checkpoints (FP16/BF16 tensors) load into the FP32 model as FP32.
@@ -302,3 +287,21 @@ def load_model(
     assert ckpt is not None
     return LoadedModel(module.eval(), "checkpoint", True, file_sha256(weights), str(weights),
                        class_names=ckpt.class_names, pretrained_cfg=ckpt.pretrained_cfg, source_format=source_format)
+
+
+def key_mismatch(expected: dict[str, Any], state: dict[str, Any]) -> str:
+    """How a checkpoint's keys differ from a model's state dict, in one line ("" when they match):
+    counts and first examples of missing, unexpected and wrong-shape keys."""
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong_shape = sorted(k for k in set(expected) & set(state) if tuple(expected[k].shape) != tuple(state[k].shape))
+    parts = []
+    if missing:
+        parts.append(f"missing {len(missing)} (e.g. {', '.join(missing[:3])})")
+    if unexpected:
+        parts.append(f"unexpected {len(unexpected)} (e.g. {', '.join(unexpected[:3])})")
+    if wrong_shape:
+        k = wrong_shape[0]
+        parts.append(f"wrong shape {len(wrong_shape)} (e.g. {k}: file {tuple(state[k].shape)} "
+                     f"vs model {tuple(expected[k].shape)})")
+    return "; ".join(parts)
