@@ -26,8 +26,9 @@ measured over a concurrency sweep, and its operating point is the best point und
 among points with p99 <= budget; the sweep also stops when throughput gains < 5% or p99 leaves the
 budget. During the search a lead below 5% is a tie (one window cannot tell more apart).
 
-Decision: one window is not trusted. The leaders (the best `leaders` candidates and the current
-config) are measured again in `rounds` alternating rounds (order reversed every other round, so a
+Decision: one window is not trusted. The leaders (the current config, the best `leaders`
+candidates, and the best of every other shape -- instance count x batching on/off -- within 2x of
+the top, so that one unlucky window cannot drop a whole shape) are measured again in `rounds` alternating rounds (order reversed every other round, so a
 drift of the machine does not favour one), each at its operating concurrency; the spread of each
 config's repeated throughput and p99 is the run-to-run spread, and `tune_rules.decide` picks on
 the medians, counting a lead only where the repeated runs do not overlap. The current config is kept unless another is measurably better. The report and
@@ -344,11 +345,36 @@ def coordinate_search(start: Candidate, grid: TuneGrid, limit: int, cores: int, 
     return (order[0] if order else start), seen
 
 
-def leaders_of(trials: list[Trial], start: Candidate, objective: str, n: int) -> list[Candidate]:
-    """The current config first, then the `n` best measured candidates under the objective."""
+LEADER_CLASS_FLOOR = 0.5  # a class's best joins the leaders when its figure is within 2x of the top's
+
+
+def leader_class(c: Candidate) -> tuple[int, bool]:
+    """The shape of a config: instance count and batching on/off (Model Analyzer's quick-search axes)."""
+    return c.instance_count, c.max_batch_size > 1
+
+
+def leaders_of(trials: list[Trial], start: Candidate, objective: str, n: int, per_class: bool = True) -> list[Candidate]:
+    """The current config first, then the `n` best measured candidates under the objective, then
+    (`per_class`) the best of every other shape (`leader_class`) whose figure is within
+    LEADER_CLASS_FLOOR of the top's.
+
+    Why the shapes: each candidate's search figure is one window, and on a busy machine one window
+    moves by 2-3x, so the top `n` alone can be `n` twins of one shape while another shape (1
+    instance with batching off, say) loses its only window by chance and is never measured again.
+    Re-measuring the best of each shape lets the repeated rounds, not one window, decide between
+    shapes.
+    """
     measured = [(t.candidate, t.sample) for t in trials if t.sample is not None]
     ranked = sorted(measured, key=lambda cs: primary(objective, cs[1]), reverse=True)
-    return [start] + [c for c, _ in ranked[:n] if c != start]
+    out = [start] + [c for c, _ in ranked[:n] if c != start]
+    if per_class and ranked:
+        floor = LEADER_CLASS_FLOOR * primary(objective, ranked[0][1])
+        have = {leader_class(c) for c in out}
+        for c, s in ranked[n:]:
+            if leader_class(c) not in have and primary(objective, s) >= floor:
+                out.append(c)
+                have.add(leader_class(c))
+    return out
 
 
 # -- measuring on the live server ----------------------------------------------------------

@@ -161,4 +161,26 @@ def test_leaders_are_the_current_config_then_the_best_under_the_objective():
     start = trials[0].candidate
     assert [c.instance_count for c in leaders_of(trials, start, "throughput", 2)] == [1, 2, 3]
     assert [c.instance_count for c in leaders_of(trials, start, "latency", 2)] == [1, 4, 2]
-    assert [c.instance_count for c in leaders_of(trials, trials[1].candidate, "throughput", 2)] == [2, 3]
+    assert [c.instance_count for c in leaders_of(trials, trials[1].candidate, "throughput", 2, per_class=False)] == [2, 3]
+    # per shape: 1 instance (100 infer/s, within 2x of the top) joins; 4 instances (50) does not
+    assert [c.instance_count for c in leaders_of(trials, trials[1].candidate, "throughput", 2)] == [2, 3, 1]
+
+
+def test_leaders_include_the_best_of_each_shape_not_only_twins_of_the_top():
+    """The Model Analyzer run that tune lost: its winner (1 instance, batching off) had one unlucky
+    search window below twins of the default, so it was never re-measured."""
+    from repo_gen.perf.analyzer import PerfPoint
+
+    def trial(n, mb, delay, thr):
+        c = Candidate(n, 0, delay, mb)
+        return Trial(c, thr, PerfPoint("m", 1, 8, thr, 100, 200, 200, 200), [])
+
+    start = trial(2, 64, 100, 18.0)
+    trials = [start, trial(2, 64, 0, 18.8), trial(2, 64, 500, 17.5), trial(1, 1, 100, 12.8), trial(1, 64, 100, 11.0),
+              trial(4, 64, 100, 5.0)]
+    leaders = leaders_of(trials, start.candidate, "throughput", 2)
+    assert leaders[:2] == [start.candidate, trials[1].candidate]  # the current config + the top 2 (it is one)
+    assert trials[2].candidate not in leaders  # a third twin of the same shape adds nothing
+    assert trials[3].candidate in leaders  # 1 instance, batching off: a shape of its own, within 2x
+    assert trials[4].candidate in leaders  # 1 instance, batching on
+    assert trials[5].candidate not in leaders  # 4 instances at 5 infer/s: more than 2x below the top
