@@ -162,6 +162,9 @@ def phase_starts(res: Results, repo: Path, work: Path, count: int) -> None:
         print(f"{key}: model load {m.group(1) if m else '?'}", flush=True)
 
 
+GRAPH_VARIANTS = ["trees", "manual", "manual-dynamic"]
+
+
 def phase_runner(res: Results, batches: list[int]) -> None:
     """The serving path's own runner (repo_gen/torch/serving.py BucketRunner) in this process, FP32 NCHW
     input as a client sends it, CUDA graphs by torch's trees vs captured by us; timed back to back and
@@ -171,10 +174,11 @@ def phase_runner(res: Results, batches: list[int]) -> None:
     from repo_gen.torch import serving
 
     rows = []
-    for graphs in ("trees", "manual"):
+    for graphs in GRAPH_VARIANTS:
         torch.compiler.reset()
         meta = {"dtype": "fp16", "buckets": batches, "image_size": 256, "channels_last": True,
-                "compile_mode": "reduce-overhead" if graphs == "trees" else "default", "cuda_graphs": graphs}
+                "compile_mode": "reduce-overhead" if graphs == "trees" else "default",
+                "cuda_graphs": "trees" if graphs == "trees" else "manual", "dynamic_batch": graphs == "manual-dynamic"}
         runner = serving.BucketRunner(prepared(True), meta, torch.device("cuda", 0))
         warm = runner.warm_up()
         for b in batches:
@@ -290,7 +294,7 @@ def table(data: dict) -> str:
     for r in data.get("starts", []):
         lines.append(f"start to READY {r['start_to_ready_s']} s, model load {r['model_load_s']}")
     for r in data.get("runner", []):
-        lines.append(f"runner {r['graphs']:7} b{r['batch']:<4} {r['ms']:.3f} ms ({r['img_s']} img/s) back to back, "
+        lines.append(f"runner {r['graphs']:14} b{r['batch']:<4} {r['ms']:.3f} ms ({r['img_s']} img/s) back to back, "
                      f"{r['ms_synced_host_out']:.3f} ms ({r['img_s_synced']} img/s) synced")
     for key in ("served", "served_2inst", "served_out_host", "served_out_device"):
         if f"{key}_start_to_ready_s" in data:
@@ -322,6 +326,7 @@ def main() -> int:
     p.add_argument("--two-instances", action="store_true", help="serve phase: also 2 instances on the one GPU")
     p.add_argument("--starts", type=int, default=3, help="starts phase: server starts to time")
     p.add_argument("--runner-batches", default="64,128", help="runner phase: batch buckets")
+    p.add_argument("--runner-variants", default=",".join(GRAPH_VARIANTS), help="runner phase: graph variants")
     p.add_argument("--table", action="store_true", help="print the table of an existing JSON and exit")
     a = p.parse_args()
     a.out.mkdir(parents=True, exist_ok=True)
@@ -344,6 +349,7 @@ def main() -> int:
             elif phase == "starts":
                 phase_starts(res, repo, work, a.starts)
             elif phase == "runner":
+                GRAPH_VARIANTS[:] = a.runner_variants.split(",")
                 phase_runner(res, [int(b) for b in a.runner_batches.split(",")])
             elif phase == "serve_outputs":
                 phase_serve_outputs(res, repo, work)
