@@ -32,9 +32,6 @@ RUNTIME = "torch"
 # requests, 8 and 32 for what the dynamic batcher forms from batch-1 clients, 64 for full client
 # batches when max is larger (the batcher merges them up to max), max for full batches.
 DEFAULT_BUCKETS = (1, 8, 32, 64)
-# One compiled graph with a symbolic batch for the buckets above 1 (serving.BucketRunner): a server
-# start traces two graphs instead of one per bucket.
-DYNAMIC_BATCH = True
 
 
 @dataclass
@@ -95,6 +92,8 @@ def rebuild_command(cfg: Any) -> str:
             "--max-batch", str(cfg.max_batch), "--image-size", str(cfg.image_size), "--output", str(cfg.output.absolute())]
     if cfg.weights is not None:
         argv += ["--weights", str(Path(cfg.weights).absolute())]
+    if cfg.torch_dynamic_batch:
+        argv.append("--torch-dynamic-batch")
     return shlex.join(argv)
 
 
@@ -208,7 +207,7 @@ def write_torch_model(model_dir: Path, name: str, cfg: Any, module: Any, precisi
         "timm_name": cfg.spec.timm_name, "num_classes": int(outputs[0].dims[-1]), "image_size": cfg.image_size,
         "dtype": compute, "device": "cuda" if on_gpu else "cpu", "channels_last": on_gpu, "fold_bn": True,
         "compile_mode": "default" if on_gpu else None, "cuda_graphs": "manual",
-        "dynamic_batch": DYNAMIC_BATCH, "buckets": buckets, "cache_file": None,
+        "dynamic_batch": bool(cfg.torch_dynamic_batch), "buckets": buckets, "cache_file": None,
         "kernels": "native", "rebuild": rebuild_command(cfg), **serving.gpu_identity(gpus[0] if on_gpu else 0),
     }
     extra: dict[str, Any] = {"torch": {k: meta[k] for k in ("dtype", "device", "compile_mode", "cuda_graphs", "buckets",
