@@ -10,6 +10,9 @@ Phases (each writes into `<out>/gpu_serving.json` as it goes, so a run cut short
               queue/compute breakdown. Then the same model with 2 instances on the one GPU.
   inprocess   the same prepared module in this process: eager, torch.compile, compile + CUDA graphs
               (reduce-overhead) at batch 1 / 64 / 256, plus plain eager (no BN folding, NCHW).
+  starts      server start to READY --starts times, with the model's load-time breakdown from its log.
+  runner      the serving runner in-process: CUDA graph trees vs graphs captured by us, back to back and
+              synchronized per call (as served).
   plugins     compile + CUDA graphs at batch 64 with our LayerNorm/attention kernels as custom ops vs
               native; numerics vs native.
 
@@ -127,11 +130,15 @@ def phase_serve_outputs(res: Results, repo: Path, work: Path) -> None:
         cfg.write_text(text)
 
 
-def phase_serve(res: Results, repo: Path, work: Path, quick: bool) -> None:
+def phase_serve(res: Results, repo: Path, work: Path, quick: bool, two_instances: bool = False) -> None:
     model = f"{MODEL}_torch_fp16"
-    b1 = [1, 8, 32, 64, 128] if not quick else [1, 64]
-    plan = [("cuda", 64, 2), ("cuda", 64, 4), ("grpc", 64, 2)] + [("cuda", 1, c) for c in b1] + [("grpc", 1, 64)]
+    b1 = [1, 8, 32, 64, 96, 128, 160] if not quick else [1, 64]
+    # Client batch 64 at concurrency >= 4: with max batch 128 the batcher merges two requests into one execute.
+    plan = [("cuda", 64, 2), ("cuda", 64, 4), ("cuda", 64, 8), ("grpc", 64, 2)] + [("cuda", 1, c) for c in b1] + \
+        [("grpc", 1, 64)]
     serve_once(res, repo, "served", model, work, plan)
+    if not two_instances:
+        return
     cfg = repo / model / "config.pbtxt"
     text = cfg.read_text()
     cfg.write_text(re.sub(r"instance_group \{\n  count: \d+", "instance_group {\n  count: 2", text, count=1))
@@ -139,6 +146,53 @@ def phase_serve(res: Results, repo: Path, work: Path, quick: bool) -> None:
         serve_once(res, repo, "served_2inst", model, work, [("cuda", 64, 4), ("cuda", 1, 64), ("cuda", 1, 128)])
     finally:
         cfg.write_text(text)
+
+
+def phase_starts(res: Results, repo: Path, work: Path, count: int) -> None:
+    """Server start to READY `count` times (empty inductor cache each time: only the build's artifacts
+    help), with the model's own account of its load time from the server log (serving.load_runner)."""
+    model = f"{MODEL}_torch_fp16"
+    for i in range(count):
+        key = f"start{i + 1}"
+        serve_once(res, repo, key, model, work, [])
+        log = (work / f"tritonserver-{key}.log").read_text(errors="replace") if (work / f"tritonserver-{key}.log").is_file() else ""
+        m = re.search(r"loaded in (\{.*\})", log)
+        res.append("starts", {"start_to_ready_s": res.data.get(f"{key}_start_to_ready_s"),
+                              "model_load_s": m.group(1) if m else None})
+        print(f"{key}: model load {m.group(1) if m else '?'}", flush=True)
+
+
+GRAPH_VARIANTS = ["trees", "manual", "manual-dynamic"]
+
+
+def phase_runner(res: Results, batches: list[int]) -> None:
+    """The serving path's own runner (repo_gen/torch/serving.py BucketRunner) in this process, FP32 NCHW
+    input as a client sends it, CUDA graphs by torch's trees vs captured by us; timed back to back and
+    with a synchronize after every call (what a served execute() does: it copies the outputs to the host)."""
+    import torch
+
+    from repo_gen.torch import serving
+
+    rows = []
+    for graphs in GRAPH_VARIANTS:
+        torch.compiler.reset()
+        meta = {"dtype": "fp16", "buckets": batches, "image_size": 256, "channels_last": True,
+                "compile_mode": "reduce-overhead" if graphs == "trees" else "default",
+                "cuda_graphs": "trees" if graphs == "trees" else "manual", "dynamic_batch": graphs == "manual-dynamic"}
+        runner = serving.BucketRunner(prepared(True), meta, torch.device("cuda", 0))
+        warm = runner.warm_up()
+        for b in batches:
+            x = torch.rand(b, 3, 256, 256, device="cuda")
+            ms = timed(runner, x)
+
+            ms_sync = timed(lambda t, r=runner: r(t).cpu(), x)
+            row = {"graphs": graphs, "batch": b, "ms": round(ms, 3), "img_s": round(b * 1e3 / ms),
+                   "ms_synced_host_out": round(ms_sync, 3), "img_s_synced": round(b * 1e3 / ms_sync),
+                   "warm_up_s": warm.get(b)}
+            rows.append(row)
+            res.put("runner", rows)
+            print(f"runner {graphs} b{b}: {ms:.3f} ms back to back ({row['img_s']} img/s), {ms_sync:.3f} ms synced "
+                  f"({row['img_s_synced']} img/s), warm-up {warm.get(b)} s", flush=True)
 
 
 def timed(fn, x, iters: int = 30, reps: int = 3) -> float:
@@ -237,6 +291,11 @@ def table(data: dict) -> str:
         b = data["build"]
         lines.append(f"build: {b['status']} {b.get('reason', '')} compile {b.get('torch', {}).get('compile_s')} s "
                      f"per bucket {b.get('torch', {}).get('compile_s_per_bucket')}, total {b['wall_s']} s")
+    for r in data.get("starts", []):
+        lines.append(f"start to READY {r['start_to_ready_s']} s, model load {r['model_load_s']}")
+    for r in data.get("runner", []):
+        lines.append(f"runner {r['graphs']:14} b{r['batch']:<4} {r['ms']:.3f} ms ({r['img_s']} img/s) back to back, "
+                     f"{r['ms_synced_host_out']:.3f} ms ({r['img_s_synced']} img/s) synced")
     for key in ("served", "served_2inst", "served_out_host", "served_out_device"):
         if f"{key}_start_to_ready_s" in data:
             lines.append(f"{key}: start to READY {data[f'{key}_start_to_ready_s']} s")
@@ -264,6 +323,10 @@ def main() -> int:
     p.add_argument("--batches", default="1,64,256")
     p.add_argument("--plugin-lib", default=None)
     p.add_argument("--quick", action="store_true", help="fewer concurrency points")
+    p.add_argument("--two-instances", action="store_true", help="serve phase: also 2 instances on the one GPU")
+    p.add_argument("--starts", type=int, default=3, help="starts phase: server starts to time")
+    p.add_argument("--runner-batches", default="64,128", help="runner phase: batch buckets")
+    p.add_argument("--runner-variants", default=",".join(GRAPH_VARIANTS), help="runner phase: graph variants")
     p.add_argument("--table", action="store_true", help="print the table of an existing JSON and exit")
     a = p.parse_args()
     a.out.mkdir(parents=True, exist_ok=True)
@@ -282,7 +345,12 @@ def main() -> int:
             if phase == "build":
                 phase_build(res, repo, a.max_batch)
             elif phase == "serve":
-                phase_serve(res, repo, work, a.quick)
+                phase_serve(res, repo, work, a.quick, a.two_instances)
+            elif phase == "starts":
+                phase_starts(res, repo, work, a.starts)
+            elif phase == "runner":
+                GRAPH_VARIANTS[:] = a.runner_variants.split(",")
+                phase_runner(res, [int(b) for b in a.runner_batches.split(",")])
             elif phase == "serve_outputs":
                 phase_serve_outputs(res, repo, work)
             elif phase == "inprocess":

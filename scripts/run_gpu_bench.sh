@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The whole GPU benchmark of the torch runtime on a machine that cannot install packages (the H200 here):
 #   1. here:  python scripts/pack_triton_gpu.py --output .devcarry/triton-gpu.tar.xz   (tritonserver + perf_analyzer)
-#             pip download --no-deps tritonclient==2.66.0 onnx_graphsurgeon==0.6.1 python-rapidjson -d .devcarry/whl
+#             pip download --no-deps tritonclient==2.66.0 onnx_graphsurgeon==0.6.1 python-rapidjson geventhttpclient \
+#               gevent greenlet zope.event zope.interface brotli certifi -d .devcarry/whl   (tritonclient.http needs
+#               geventhttpclient: without it the server's readiness check never answers)
 #             (for the target's Python), and copy repo_gen/ templates/ benchmarks/ plugins/ scripts/ into .devcarry/
 #   2. there: cd .devcarry && OUT=/some/dir bash scripts/run_gpu_bench.sh [PHASES]
 # PHASES (default all): build,serve,serve_outputs,inprocess,plugins,kernels. Results: $OUT/gpu_serving.json,

@@ -99,10 +99,18 @@ def build_module(meta: dict[str, Any], weights: Path, device: torch.device) -> t
 class BucketRunner:
     """Runs a batch of any size up to the largest bucket by padding it to the next bucket.
 
-    With `compile_mode` set, each bucket is its own static-shape compiled graph ("reduce-overhead":
-    plus a CUDA graph, replayed from a static input buffer); the input buffer is copied into once,
-    which also converts dtype and memory layout in the same kernel. Outputs of a CUDA graph live in
-    memory the next replay overwrites, so `__call__` returns a copy.
+    With `compile_mode` set, each bucket is its own static-shape compiled graph. `cuda_graphs`
+    (meta) says how it is replayed:
+      "manual" (default for new builds): compiled with inductor's default mode, then captured by us
+        into one `torch.cuda.CUDAGraph` per bucket reading a static input buffer; a call is one
+        copy into the buffer and `graph.replay()`, with no Dynamo guard evaluation and no
+        CUDA-graph-tree bookkeeping on the host. Why: a served execute() synchronizes on every
+        batch, so the host time of a call is not hidden behind the previous batch as it is in a
+        back-to-back loop (RESULTS.md, GPU serving: 4.6 ms served vs 3.96 ms in-process at batch 64).
+      "trees": `mode="reduce-overhead"` (torch's CUDA graph trees), what the first builds used.
+    The input buffer is copied into once, which also converts dtype and memory layout in the same
+    kernel. Outputs of a CUDA graph live in memory the next replay overwrites, so `__call__`
+    returns a copy.
     """
 
     def __init__(self, module: torch.nn.Module, meta: dict[str, Any], device: torch.device):
@@ -113,10 +121,23 @@ class BucketRunner:
         self.size = int(meta["image_size"])
         self.channels_last = bool(meta.get("channels_last", False))
         mode = meta.get("compile_mode") or None
-        self.fn = torch.compile(module, mode=mode, dynamic=False) if mode else module
+        self.manual_graphs = bool(mode) and device.type == "cuda" and meta.get("cuda_graphs", "trees") == "manual"
+        if self.manual_graphs:
+            mode = None  # inductor's default: we capture the graphs ourselves
+        self.fn = torch.compile(module, mode=mode, dynamic=False) if meta.get("compile_mode") else module
         fmt = torch.channels_last if self.channels_last else torch.contiguous_format
         self.inputs = {b: torch.zeros(b, 3, self.size, self.size, device=device, dtype=self.dtype).contiguous(memory_format=fmt)
                        for b in self.buckets}
+        self.graphs: dict[int, tuple[Any, torch.Tensor]] = {}
+        self.pool = torch.cuda.graph_pool_handle() if self.manual_graphs else None
+        # "dynamic_batch": one compiled graph with a symbolic batch for every bucket above 1 (batch 1 is
+        # always specialized by Dynamo), each bucket still its own CUDA graph. Why: at server start each
+        # static bucket costs ~5.7 s of tracing and kernel loading even with the build's caches (H200,
+        # mobilevit_s); one dynamic graph is traced and loaded once.
+        if self.manual_graphs and meta.get("dynamic_batch"):
+            big = [b for b in self.buckets if b > 1]
+            for b in big:
+                torch._dynamo.mark_dynamic(self.inputs[b], 0, min=2, max=max(big))
 
     def bucket_for(self, n: int) -> int:
         for b in self.buckets:
@@ -125,13 +146,36 @@ class BucketRunner:
         raise ValueError(f"batch {n} is larger than the largest bucket {self.buckets[-1]}")
 
     @torch.inference_mode()
+    def capture(self, bucket: int) -> None:
+        """Compile (first call) and capture bucket's CUDA graph; buckets share one memory pool,
+        safe because replays run one at a time on one stream and outputs are copied out."""
+        buf = self.inputs[bucket]
+        side = torch.cuda.Stream(self.device)
+        side.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(side):  # warm-up off the capture stream, as torch.cuda.graph requires
+            for _ in range(2):
+                self.fn(buf)
+        torch.cuda.current_stream(self.device).wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=self.pool):
+            out = self.fn(buf)
+        self.graphs[bucket] = (graph, out)
+
+    @torch.inference_mode()
     def __call__(self, x: torch.Tensor, out_dtype: torch.dtype = torch.float32) -> torch.Tensor:
         n = x.shape[0]
-        buf = self.inputs[self.bucket_for(n)]
+        bucket = self.bucket_for(n)
+        buf = self.inputs[bucket]
         buf[:n].copy_(x, non_blocking=True)
         if n < buf.shape[0]:
             buf[n:].zero_()  # padding rows: finite values, results discarded
-        out = self.fn(buf)
+        if self.manual_graphs:
+            if bucket not in self.graphs:
+                self.capture(bucket)
+            graph, out = self.graphs[bucket]
+            graph.replay()
+        else:
+            out = self.fn(buf)
         return out[:n].to(dtype=out_dtype, copy=True)
 
     def warm_up(self, rounds: int = 3) -> dict[int, float]:
@@ -140,7 +184,12 @@ class BucketRunner:
         for b in self.buckets:
             t0 = time.perf_counter()
             x = torch.rand(b, 3, self.size, self.size, device=self.device)
-            for _ in range(rounds):
+            if self.manual_graphs:
+                self.capture(b)
+                rounds_left = 1
+            else:
+                rounds_left = rounds  # CUDA graph trees record on the second call, replay from the third
+            for _ in range(rounds_left):
                 self(x)
             if self.device.type == "cuda":
                 torch.cuda.synchronize(self.device)
@@ -149,12 +198,18 @@ class BucketRunner:
 
 
 def load_runner(version_dir: Path, device: torch.device, log=print) -> tuple[BucketRunner, dict[str, Any]]:
-    """Everything model.py's initialize does: meta, module, cache, compile, warm-up."""
+    """Everything model.py's initialize does: meta, module, cache, compile, warm-up.
+
+    `meta["load_s"]` (in the returned meta) records where the start-up time went, for the server
+    log and the benchmark: module build, cache load, and compile + capture per bucket.
+    """
+    t0 = time.perf_counter()
     meta = json.loads((version_dir / META_FILE).read_text())
     if meta["device"] == "cuda" and device.type != "cuda":
         raise RuntimeError(f"this model was built for a CUDA GPU ({meta.get('gpu_name')}) but the instance has none; "
                            f"serve it on a GPU machine or rebuild here: {meta.get('rebuild')}")
     cache = meta.get("cache_file")
+    load_s: dict[str, Any] = {}
     if device.type == "cuda":
         torch.cuda.set_device(device)
         mismatch = artifact_mismatch(meta, device.index or 0)
@@ -162,10 +217,15 @@ def load_runner(version_dir: Path, device: torch.device, log=print) -> tuple[Buc
             log(mismatch)
         elif cache and (version_dir / cache).is_file():
             # Must run before the first compile so the compile finds the artifacts.
+            t1 = time.perf_counter()
             torch.compiler.load_cache_artifacts((version_dir / cache).read_bytes())
+            load_s["cache"] = round(time.perf_counter() - t1, 2)
+    t1 = time.perf_counter()
     module = build_module(meta, version_dir / WEIGHTS_FILE, device)
+    load_s["module"] = round(time.perf_counter() - t1, 2)
     if device.type != "cuda":
         meta = {**meta, "compile_mode": None}  # CPU fallback: eager (see the build's note)
     runner = BucketRunner(module, meta, device)
-    runner.warm_up()
-    return runner, meta
+    load_s["buckets"] = runner.warm_up()
+    load_s["total"] = round(time.perf_counter() - t0, 2)
+    return runner, {**meta, "load_s": load_s}

@@ -48,6 +48,21 @@ def test_cpu_build_says_what_it_built(torch_repo):
     assert entry["runtime"] == "torch" and entry["backend"] == "python" and entry["status"] == "ready"
 
 
+def test_torch_model_gets_a_row_in_the_fidelity_table(torch_repo):
+    """The model the torch runtime serves is judged on the build's evaluation images against the FP32
+    ONNX graph, with the ONNX variants' metrics, in the same FIDELITY file and in its manifest entry."""
+    repo, report = torch_repo
+    (entry,) = [e for e in report.entries if e.name == TORCH_MODEL]
+    fid = entry.fidelity
+    assert fid is not None and TORCH_MODEL in fid.graph and "eager FP32 on the CPU" in fid.graph
+    assert fid.metrics["n"] >= 1 and fid.metrics["top1_agreement"] == 1.0
+    assert fid.metrics["rel_l2"] < 1e-4  # eager FP32 PyTorch vs FP32 ONNX Runtime: rounding only
+    text = (repo / f"FIDELITY_{TEST_MODEL}.md").read_text()
+    assert "torch runtime" in text and TORCH_MODEL in text
+    manifest = json.loads((repo / "repo-gen.json").read_text())
+    assert manifest["models"][TORCH_MODEL]["fidelity"]["graph"] == fid.graph
+
+
 @pytest.mark.server
 def test_served_torch_model_matches_onnxruntime(torch_repo, tmp_path):
     _need_tritonserver()
