@@ -13,7 +13,13 @@ import json
 from pathlib import Path
 
 from repo_gen import log
-from repo_gen.detection.fixture import TRAIN_BATCH, TRAIN_STEPS, TRAIN_THREADS, train_detector_fixture, write_scenes
+from repo_gen.detection.fixture import (
+    TRAIN_BATCH,
+    TRAIN_STEPS,
+    TRAIN_THREADS,
+    train_detector_fixture,
+    write_scenes,
+)
 
 
 def main() -> None:
