@@ -13,8 +13,8 @@ The fixture's feature maps and default boxes (FIXTURE_LAYOUT) are not the regist
 with strides 16-256 and boxes of 0.1-0.9 of the input, the digits here (about 20-50 x 30-70 px at 128 px,
 taller than wide) matched 1.7 default boxes per scene at IoU >= 0.5 (median best IoU 0.49), too few
 positives to learn from. A stride-8 map (timm feature 2), one extra block and boxes of 0.15-0.6 of the
-input give about 10 per scene (at any input size: the boxes scale with it). The checkpoint records its layout, so `repo-gen build` rebuilds the same
-model (repo_gen.detection.model.load_detector).
+input give about 10 per scene (at any input size: the boxes scale with it). The checkpoint records its
+layout, so `repo-gen build` rebuilds the same model (repo_gen.detection.model.load_detector).
 """
 
 from __future__ import annotations
@@ -299,7 +299,8 @@ def init_background_prior(model: Any, prior: float) -> None:
     """Start the softmax of every default box at p(background) = `prior`, the objects sharing the rest.
 
     The focal-loss paper's prior init, for softmax: with zero-mean weights the logits are the biases.
-    Without it every box starts at 1 / (C + 1) background and the first steps only learn "background".
+    Without it every box starts at p(background) = 1 / (C + 1); measured on this fixture (128 px, 400 steps):
+    held-out mAP@.5 5.7 without it, 26.4 with it (benchmarks/RESULTS.md, Detection).
     """
     import math
 
