@@ -13,7 +13,13 @@ import json
 from pathlib import Path
 
 from repo_gen import log
-from repo_gen.detection.fixture import TRAIN_BATCH, TRAIN_STEPS, train_detector_fixture, write_scenes
+from repo_gen.detection.fixture import (
+    TRAIN_BATCH,
+    TRAIN_STEPS,
+    TRAIN_THREADS,
+    train_detector_fixture,
+    write_scenes,
+)
 
 
 def main() -> None:
@@ -22,7 +28,8 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=TRAIN_BATCH)
     ap.add_argument("--eval-images", type=int, default=200, help="held-out scenes for the mAP (0: skip)")
     ap.add_argument("--max-seconds", type=float, default=None, help="stop training early after this long")
-    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: min(2, CPUs))")
+    ap.add_argument("--threads", type=int, default=None,
+                    help=f"torch threads (default {TRAIN_THREADS}: two spin on a busy 2-core machine)")
     ap.add_argument("--init-backbone", type=Path, default=None, metavar="CKPT",
                     help="start the backbone from this timm mobilevit_xxs classifier checkpoint (default: the digits "
                          "classifier fixture, trained and cached first when missing)")

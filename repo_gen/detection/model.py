@@ -45,13 +45,14 @@ def _extra_block(cin: int, cout: int) -> nn.Sequential:
 
 
 class MobileViTFeatures(nn.Module):
-    """Feature maps at strides 16, 32 (timm MobileViT) and 64, 128, 256 (extra blocks)."""
+    """Feature maps of timm MobileViT (spec.out_indices; default strides 16, 32) and the extra blocks after them."""
 
     def __init__(self, spec: DetectorSpec) -> None:
         super().__init__()
         import timm
 
-        self.body = timm.create_model(spec.backbone, pretrained=False, features_only=True, out_indices=(3, 4))
+        self.body = timm.create_model(spec.backbone, pretrained=False, features_only=True,
+                                      out_indices=spec.out_indices)
         chans = list(self.body.feature_info.channels())  # type: ignore[union-attr,operator]
         extras = []
         cin = chans[-1]
@@ -77,9 +78,11 @@ class DetectorInfo:
     name: str
     num_classes: int  # object classes, background excluded
     image_size: int
+    layout: dict  # DetectorSpec.layout(): feature maps and default boxes the weights were trained with
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "num_classes": self.num_classes, "image_size": self.image_size}
+        return {"name": self.name, "num_classes": self.num_classes, "image_size": self.image_size,
+                "layout": self.layout}
 
 
 def build_detector(spec: DetectorSpec, num_classes: int, image_size: int | None = None,
@@ -101,7 +104,7 @@ def build_detector(spec: DetectorSpec, num_classes: int, image_size: int | None 
     model = SSD(backbone, anchors, (size, size), num_classes + 1, image_mean=[0.0] * 3, image_std=[1.0] * 3,
                 head=head, score_thresh=score_thresh, nms_thresh=iou_thresh, detections_per_img=max_det,
                 topk_candidates=100_000)
-    model.repo_gen_info = DetectorInfo(spec.name, num_classes, size)
+    model.repo_gen_info = DetectorInfo(spec.name, num_classes, size, spec.layout())
     return model
 
 
@@ -212,6 +215,8 @@ def load_detector(spec: DetectorSpec, weights: Path | None, num_classes: int | N
     if weights is not None:
         state, info = read_detector_checkpoint(Path(weights))
         image_size = image_size or info.get("image_size")
+        if isinstance(info.get("layout"), dict):  # older checkpoints have none: the registry's layout
+            spec = spec.with_layout(info["layout"], f"--weights {weights}")
         n_ckpt = classes_in_state(state, spec)
         if num_classes is not None and num_classes != n_ckpt:
             raise UserError(

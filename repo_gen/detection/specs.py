@@ -7,8 +7,10 @@ every transformer block). The SSDLite feature pyramid then has maps at strides 1
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass
+from typing import Any
 
 from repo_gen.errors import UserError
 
@@ -23,10 +25,11 @@ class DetectorSpec:
 
     Attributes:
         name: repo-gen's name (prefix of every Triton model built from it).
-        backbone: timm MobileViT name (built with features_only, strides 16 and 32).
-        extra_channels: output channels of the extra SSDLite blocks (strides 64, 128, 256).
+        backbone: timm MobileViT name (built with features_only).
+        extra_channels: output channels of the extra SSDLite blocks (each halves the last map: strides 64, ...).
         aspect_ratios: per feature map, torchvision DefaultBoxGenerator ratios (each r adds r and 1/r).
         params_m: backbone parameters in millions (documentation).
+        out_indices: timm feature indices taken from the backbone (3, 4: strides 16 and 32; 2 adds stride 8).
     """
 
     name: str
@@ -37,6 +40,40 @@ class DetectorSpec:
     max_ratio: float = 0.9
     default_size: int = DEFAULT_SIZE
     params_m: float = 0.0
+    out_indices: tuple[int, ...] = (3, 4)
+
+    def layout(self) -> dict:
+        """The feature maps and default boxes (LAYOUT_FIELDS) as plain lists: what a checkpoint records."""
+        return {f: _plain(getattr(self, f)) for f in LAYOUT_FIELDS}
+
+    def with_layout(self, layout: dict, source: str = "layout") -> DetectorSpec:
+        """This spec with a recorded layout applied (a checkpoint trained with other feature maps / boxes)."""
+        unknown = sorted(set(layout) - set(LAYOUT_FIELDS))
+        try:
+            if unknown:
+                raise ValueError(f"unknown fields {unknown}")
+            new = dataclasses.replace(self, **{k: _tuples(v) for k, v in layout.items()})
+            if not new.out_indices or any(not 0 <= i <= 4 for i in new.out_indices) or \
+                    len(new.aspect_ratios) != len(new.out_indices) + len(new.extra_channels) or \
+                    not 0 < new.min_ratio < new.max_ratio <= 1:
+                raise ValueError("feature indices must be in 0..4, one aspect-ratio list per feature map, "
+                                 "0 < min_ratio < max_ratio <= 1")
+        except (TypeError, ValueError) as e:
+            raise UserError(f"{source}: not a valid {self.name} layout ({e}); pass a checkpoint saved by "
+                            "repo-gen's detector training") from e
+        return new
+
+
+# What may differ between checkpoints of one detector: the feature maps and the default boxes.
+LAYOUT_FIELDS = ("out_indices", "extra_channels", "aspect_ratios", "min_ratio", "max_ratio")
+
+
+def _plain(v: Any) -> Any:
+    return [_plain(x) for x in v] if isinstance(v, tuple | list) else v
+
+
+def _tuples(v: Any) -> Any:
+    return tuple(_tuples(x) for x in v) if isinstance(v, list | tuple) else v
 
 
 _REGISTRY: dict[str, DetectorSpec] = {}

@@ -17,20 +17,26 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 MODEL = "ssdlite_mobilevit_xxs"
-# No accuracy bar here yet: the fixture recipe does not learn from fresh scenes (best held-out mAP@.5 0.84
-# on the 0-100 scale, benchmarks/RESULTS.md "Detection"), so a "clearly non-trivial" bar would fail; issue 18
-# stays open for it. What this module asserts is the path: export, NMS, mAP recorded, configs, serving.
+# The fixture's accuracy bar: FP32 mAP@.5 (0-100) on the build's 32 held-out scenes, judged through the
+# served graph with score threshold 0.05 (mAP ranks detections; the default 0.25 cuts the precision-recall
+# curve of a fixture whose best score per scene is about 0.24 at the median). Measured for the v3 fixture: 44.9 on these 32
+# scenes, 35.8 on 100 (21.1 / 18.6 at threshold 0.25; benchmarks/RESULTS.md "Detection"). The bar is under
+# half of that, so a fluctuation of the recipe or of 32 scenes does not fail it; an untrained or broken
+# detector (below 2) does.
+FIXTURE_MAP50_BAR = 20.0
+SCORE_THRESHOLD = 0.05
 
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     from repo_gen.detection.build import DetectionBuildConfig, build_detection
     from repo_gen.detection.fixture import ensure_detector_checkpoint
+    from repo_gen.detection.nms_graph import NmsOptions
 
     repo = tmp_path_factory.mktemp("det") / "model_repository"
     cfg = DetectionBuildConfig(model=MODEL, output=repo, weights=ensure_detector_checkpoint(), max_batch=4,
                                precisions=("fp32", "fp16", "int8"), eval_count=32, calib_count=32,
-                               map_tolerance=3.0)
+                               map_tolerance=3.0, nms=NmsOptions(score_threshold=SCORE_THRESHOLD))
     return repo, build_detection(cfg)
 
 
@@ -38,12 +44,13 @@ def test_manifest_records_map_per_precision_and_nms_options(built):
     repo, report = built
     man = json.loads((repo / "repo-gen.json").read_text())
     rec = man["builds"][MODEL]
-    assert rec["nms"] == {"max_detections": 100, "score_threshold": 0.25, "iou_threshold": 0.45}
+    assert rec["nms"] == {"max_detections": 100, "score_threshold": SCORE_THRESHOLD, "iou_threshold": 0.45}
     ec = rec["export_check"]
     assert ec["passed"] and ec["batches"] == [1, 3, 4]
     assert ec["low_threshold"]["passed"] and ec["low_threshold"]["matched"] >= 50
     assert ec["low_threshold"]["min_iou"] >= 0.99
     assert 0.0 <= rec["fp32_map"]["map50"] <= 100.0 and 0.0 <= rec["fp32_map"]["map"] <= rec["fp32_map"]["map50"]
+    assert rec["fp32_map"]["map50"] >= FIXTURE_MAP50_BAR, rec["fp32_map"]
     by_prec = {v["precision"]: v for v in rec["variants"]}
     assert set(by_prec) == {"fp16", "int8"}
     for v in by_prec.values():

@@ -51,3 +51,33 @@ def test_bad_size(size):
 
     with pytest.raises(UserError, match="multiple of 64"):
         build_detector(get_detector_spec("ssdlite_mobilevit_xxs"), 3, size)
+
+
+def test_checkpoint_records_its_layout_and_the_loader_rebuilds_it(tmp_path):
+    # The fixture's layout (stride-8 map, smaller default boxes) differs from the registry's; a checkpoint
+    # carries it, so loading by the registry name rebuilds the same anchors and the same outputs.
+    from repo_gen.detection.fixture import FIXTURE_LAYOUT
+
+    spec = get_detector_spec("ssdlite_mobilevit_xxs")
+    torch.manual_seed(0)
+    m = build_detector(spec.with_layout(FIXTURE_LAYOUT), 10, 128).eval()
+    save_detector(m, tmp_path / "d.pth")
+    back = load_detector(spec, tmp_path / "d.pth")
+    assert back.repo_gen_info.layout == m.repo_gen_info.layout != spec.layout()
+    assert back.repo_gen_info.layout["out_indices"] == [2, 3, 4]
+    x = torch.rand(1, 3, 128, 128)
+    with torch.no_grad():
+        want, got = DetectorCore(m)(x), DetectorCore(back)(x)
+    assert want[0].shape[1] == 1360  # 16x16 + 8x8 + 4x4 + 2x2 maps, 4 boxes each
+    torch.testing.assert_close(got[0], want[0])
+    torch.testing.assert_close(got[1], want[1])
+
+
+def test_bad_layout_in_a_checkpoint_is_named(tmp_path):
+    from repo_gen.errors import UserError
+
+    m = build_detector(get_detector_spec("ssdlite_mobilevit_xxs"), 3, 128)
+    info = {**m.repo_gen_info.to_dict(), "layout": {**m.repo_gen_info.layout, "out_indices": [7]}}
+    torch.save({"state_dict": m.state_dict(), "detector_info": info}, tmp_path / "bad.pth")
+    with pytest.raises(UserError, match=r"--weights .*bad.pth: not a valid ssdlite_mobilevit_xxs layout"):
+        load_detector(get_detector_spec("ssdlite_mobilevit_xxs"), tmp_path / "bad.pth")
