@@ -62,6 +62,28 @@ def copy_repo(src: Path, dst: Path) -> Path:
     return dst
 
 
+def batch1_warmups_only(repo: Path) -> int:
+    """Drop the model's warm-up samples above batch 1 in Model Analyzer's copy; returns how many.
+
+    Why: the build warms up at 1 and max batch (what the dynamic batcher forms), and Model Analyzer
+    1.58 keeps a config's model_warmup when it sets max_batch_size 1 for a variant, so every variant
+    but the default fails to load ("failed to run warmup sample 'random_batch_64': batch size 64 ...,
+    max allowed is 1") and its quick search ends after one configuration (seen 2026-12-02).
+    """
+    from google.protobuf import text_format
+
+    from repo_gen.triton.render import parse_config
+
+    path = repo / NAME / "config.pbtxt"
+    cfg = parse_config(path.read_text(), str(path))
+    keep = [w for w in cfg.model_warmup if w.batch_size <= 1]
+    dropped = len(cfg.model_warmup) - len(keep)
+    del cfg.model_warmup[:]
+    cfg.model_warmup.extend(keep)
+    path.write_text(text_format.MessageToString(cfg))
+    return dropped
+
+
 def ensure_model_analyzer() -> Path:
     """The model-analyzer entry point of a virtualenv of its own (created on first use)."""
     from repo_gen.tools import cache_dir
@@ -199,8 +221,8 @@ def run_model_analyzer(repo: Path, concurrency: int, input_data: Path, timeout_s
         (out / "search.json").write_text(json.dumps({"wall_s": round(time.perf_counter() - t0, 1)}))
     wall = json.loads((out / "search.json").read_text())["wall_s"]
     results = results_from_checkpoint(ckpt)
-    if not results:
-        raise SystemExit(f"model-analyzer measured nothing ({ckpt})")
+    if len(results) < 2:  # a search that measured only the default is a failed search, not a pick
+        raise SystemExit(f"Model Analyzer measured {len(results)} configuration(s); see {out / 'model_analyzer.log'}")
     # its default objective is perf_throughput: the pick is the highest measured throughput
     pick = max(results, key=lambda v: results[v]["throughput"])
     return {"wall_s": wall, "configs": len(results), "pick": pick, "measured": results,
@@ -291,6 +313,9 @@ def main() -> int:
         print("1. Model Analyzer", flush=True)
         resume_ma = args.resume and (WORK / "repo_ma").is_dir()
         repo_ma = WORK / "repo_ma" if resume_ma else copy_repo(base, WORK / "repo_ma")
+        if not resume_ma:
+            print(f"Model Analyzer's copy: dropped {batch1_warmups_only(repo_ma)} warm-up sample(s) above batch 1 "
+                  "(it keeps them when it sets max batch 1)", flush=True)
         state["model_analyzer"] = run_model_analyzer(repo_ma, args.concurrency, Path(input_data), args.ma_timeout_s,
                                                      resume=resume_ma)
         state_path.write_text(json.dumps(state, indent=2, default=str))
