@@ -41,7 +41,7 @@ from repo_gen.errors import BuildFailure
 from repo_gen.log import console, logger, step
 from repo_gen.manifest import ModelEntry
 from repo_gen.precision import PrecisionVariant
-from repo_gen.results import ExportCheck, ExportResult, Fidelity, WeightsInfo, WriteRequest
+from repo_gen.results import ExportCheck, ExportResult, WeightsInfo, WriteRequest
 from repo_gen.runtimes import RUNTIME_WRITERS
 from repo_gen.tasks import get_task
 from repo_gen.triton.repository import RepositoryTransaction
@@ -67,7 +67,10 @@ class BuildReport:
         """The markdown fidelity table (the same in every variant of a build; "" with FP32 only), then
         the torch runtime's models judged on the same evaluation set (`repo_gen.torch.runtime`)."""
         table = next((v.report["table_md"] for v in self.variants if v.report.get("table_md")), "")
-        rows = [e.extra["torch"]["fidelity_row"] for e in self.entries if (e.extra.get("torch") or {}).get("fidelity_row")]
+        rows = [{"variant": e.precision, "graph": e.fidelity.graph, "fidelity": e.fidelity.metrics,
+                 "accuracy": e.fidelity.metrics.get("accuracy"), "kept": "-", "status": e.status}
+                # the torch writer names its own model as the graph; otherwise it is the variant's ONNX graph's
+                for e in self.entries if e.runtime == "torch" and e.fidelity and e.fidelity.graph.startswith(e.name)]
         if rows:
             from repo_gen.precision.report import table_rows
 
@@ -296,15 +299,11 @@ def write_variants(
             # A variant that missed its tolerance says so, whatever its writer made of it.
             status, status_reason = (v.status, reason) if v.status == "inaccurate" else (written.status,
                                                                                           written.status_reason)
-            fidelity = v.fidelity_for(runtime)
-            own = (written.details.get("torch") or {}).get("fidelity_row")
-            if own:  # the torch runtime measured its own model, not the ONNX variant's graph
-                fidelity = Fidelity(own["fidelity"], fidelity.tolerance if fidelity else None, own["graph"])
             entries.append(ModelEntry(
                 name=name, base_model=cfg.model, runtime=runtime, backend=rt.backend, precision=v.precision,
                 versions=tx.staged_versions(name, cfg.version), files=[f"{name}/{f}" for f in written.files],
                 status=status, status_reason=status_reason, max_batch_size=written.max_batch_size,
-                inputs=written.inputs, outputs=written.outputs, fidelity=fidelity, data=data,
+                inputs=written.inputs, outputs=written.outputs, fidelity=written.fidelity or v.fidelity_for(runtime), data=data,
                 extra=written.details,
             ))
     return entries

@@ -172,6 +172,8 @@ class WrittenModel:
         status: "ready", or "not_built" (e.g. a plan that needs TensorRT here).
         max_batch_size: the config's max_batch_size (a plan's is its profile's max).
         details: runtime-specific manifest facts (a plan's profile, engine, plugin libraries ...).
+        fidelity: set by a writer that judged the model it wrote itself (the torch runtime runs its
+            own PyTorch model, not the variant's ONNX graph); None: the variant's graph's fidelity applies.
     """
 
     files: list[str]
@@ -181,3 +183,4 @@ class WrittenModel:
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
     details: dict[str, Any] = field(default_factory=dict)
+    fidelity: Fidelity | None = None

@@ -122,15 +122,18 @@ def write_torch_request(req: Any) -> Any:
         status, reason = "inaccurate", (f"compiled {req.variant.precision} torch model on {on}: relative L2 "
                                         f"{fid['rel_l2']:.2e} (--fp16-tolerance {cfg.fp16_tolerance:g}), top-1 agreement "
                                         f"{fid['top1_agreement'] * 100:.1f}% (100% required)")
-    if torch_extra.get("fidelity"):
-        torch_extra["fidelity_row"] = {"variant": req.variant.precision, "graph": f"{req.name} ({torch_extra.get('what')})",
-                                       "fidelity": torch_extra["fidelity"],
-                                       "accuracy": torch_extra["fidelity"].get("accuracy"), "kept": "-", "status": status}
     if reason:
         from repo_gen.log import logger
 
         logger.warning(reason)
-    return WrittenModel(result.files, status, reason, cfg.max_batch, req.inputs, req.outputs, result.extra)
+    own = None
+    if torch_extra.get("fidelity"):
+        from repo_gen.results import Fidelity
+
+        variant_fid = req.variant.fidelity_for(RUNTIME)
+        own = Fidelity(torch_extra.pop("fidelity"), variant_fid.tolerance if variant_fid else None,
+                       f"{req.name} ({torch_extra['what']})")
+    return WrittenModel(result.files, status, reason, cfg.max_batch, req.inputs, req.outputs, result.extra, own)
 
 
 @dataclass
@@ -141,6 +144,9 @@ class EvalReference:
     x: Any  # [N, 3, H, W] float32
     ref: Any  # [N, classes] FP32 ONNX Runtime logits
     judge: Any  # (outputs) -> metrics dict (the task's fidelity, + accuracy with labels)
+
+
+_EVAL_REFS: dict[tuple, EvalReference] = {}  # per build's FP32 graph: the fp32 and fp16 models share it
 
 
 def eval_reference(req: Any) -> EvalReference | None:
@@ -154,6 +160,9 @@ def eval_reference(req: Any) -> EvalReference | None:
     fp32 = Path(req.work) / "fp32.onnx" if req.work is not None else None
     if fp32 is None or not fp32.is_file():
         return None
+    key = (str(fp32), fp32.stat().st_mtime_ns, str(cfg.eval_dir), cfg.eval_count, cfg.seed)
+    if key in _EVAL_REFS:
+        return _EVAL_REFS[key]
     evalset = load_eval(cfg.eval_dir, cfg.data, cfg.eval_count, cfg.model_data.labels, cfg.seed)
     ref = run_batches(make_session(fp32), evalset.tensors)
     task = get_task(cfg.task)
@@ -164,7 +173,9 @@ def eval_reference(req: Any) -> EvalReference | None:
             f["accuracy"] = accuracy(out, evalset.labels, cfg.model_data.labels.names)
         return f
 
-    return EvalReference(evalset.tensors, ref, judge)
+    _EVAL_REFS.clear()
+    _EVAL_REFS[key] = EvalReference(evalset.tensors, ref, judge)
+    return _EVAL_REFS[key]
 
 
 def run_in_chunks(fn: Any, x: Any, chunk: int) -> Any:
