@@ -6,8 +6,9 @@ import argparse
 from pathlib import Path
 
 
-def add_measurement_args(p: argparse.ArgumentParser, interval_ms: int = 2000) -> None:
-    """perf_analyzer's measurement flags (shared by bench and tune)."""
+def add_measurement_args(p: argparse.ArgumentParser, interval_ms: int = 2000, stability_help: str | None = None,
+                         max_trials_help: str | None = None) -> None:
+    """perf_analyzer's measurement flags (shared by bench and tune; tune words two defaults its own way)."""
     g = p.add_argument_group("measurement (perf_analyzer)")
     g.add_argument("--protocol", default="grpc", choices=["grpc", "http"])
     g.add_argument("--measurement-mode", default="time_windows", choices=["time_windows", "count_windows"])
@@ -15,10 +16,11 @@ def add_measurement_args(p: argparse.ArgumentParser, interval_ms: int = 2000) ->
                    help="length of one time window")
     g.add_argument("--measurement-request-count", type=int, default=50, metavar="N",
                    help="requests per window in count_windows mode")
-    g.add_argument("--stability-percentage", type=float, default=10.0, metavar="PCT",
-                   help="a point is stable when its last 3 windows agree within PCT%% (throughput and p99); "
-                   "unstable points are retried at 2x and 4x PCT and flagged")
-    g.add_argument("--max-trials", type=int, default=10, metavar="N", help="windows per point at most")
+    g.add_argument("--stability-percentage", type=float, default=None if stability_help else 10.0, metavar="PCT",
+                   help=stability_help or "a point is stable when its last 3 windows agree within PCT%% (throughput "
+                   "and p99); unstable points are retried at 2x and 4x PCT and flagged")
+    g.add_argument("--max-trials", type=int, default=None if max_trials_help else 10, metavar="N",
+                   help=max_trials_help or "windows per point at most")
     g.add_argument("--shared-memory", default="none", choices=["none", "system", "cuda"],
                    help="system: the client passes tensors through POSIX shared memory instead of the "
                    "gRPC/HTTP messages (only for a client on the server's host; default none); cuda: through "

@@ -16,7 +16,8 @@ def add_parser(sub) -> None:
         "repository API (config override, nothing on disk changes while searching), measure each with "
         "perf_analyzer, and keep the best under --objective whose p99 is within --latency-budget-ms. Dimensions are "
         "searched one at a time with Model Analyzer's rule (stop growing when the gain is < 5%); then the leaders "
-        "and the current config are measured again in alternating rounds, and a lead whose repeated runs overlap "
+        "and the current config are measured again in alternating rounds (each measurement: three 1 s windows, no "
+        "stability gate; the repeats judge the noise), and a lead whose repeated runs overlap "
         "counts as a tie, settled by p99 (latency objective: by throughput); the report names the rule that "
         "decided. The winner is rendered by the build's templates, written to config.pbtxt atomically (previous file "
         "kept as config.pbtxt.orig), loaded from the file to prove Triton accepts it, and recorded in the manifest. "
@@ -32,7 +33,9 @@ def add_parser(sub) -> None:
     p.add_argument("--leaders", type=int, default=2, metavar="N",
                    help="best candidates re-measured beside the current config")
     p.add_argument("--rounds", type=int, default=3, metavar="N",
-                   help="alternating re-measurement rounds of the leaders (0: decide on the search's single windows)")
+                   help="measurements of each leader in all, its search measurement included: the others are taken "
+                   "in alternating rounds, and a leader that can no longer win after two is not measured again "
+                   "(0: decide on the search's single measurements)")
     g = p.add_argument_group("search grid")
     g.add_argument("--instance-counts", default="1,2,3,4", metavar="LIST")
     g.add_argument("--threads", default=None, metavar="LIST",
@@ -53,7 +56,12 @@ def add_parser(sub) -> None:
                    help="raw measurements, server log and tune.json (default: $XDG_CACHE_HOME/repo-gen/tune/<model>-<time>, "
                    "~/.cache/repo-gen/... without XDG_CACHE_HOME)")
     p.add_argument("--dry-run", action="store_true", help="measure and report, change nothing")
-    add_measurement_args(p, interval_ms=1500)
+    add_measurement_args(
+        p, interval_ms=1000,
+        stability_help="default: no gate; each measurement is exactly --max-trials windows, and tune judges the "
+        "noise by repeating the leaders' measurements in alternating rounds. Give PCT to require the last 3 windows "
+        "to agree within PCT%% (retried at 2x and 4x PCT), as repo-gen bench does",
+        max_trials_help="windows per measurement (default: 3 without --stability-percentage, else 10 at most)")
     p.set_defaults(func=run)
 
 
@@ -77,10 +85,29 @@ def _preferred(spec: str | None):
     return sets
 
 
+def tune_settings(args: argparse.Namespace):
+    """bench's settings, except that without --stability-percentage a measurement is a fixed number of
+    windows with no stability gate (`repo_gen.perf.analyzer.UNGATED_STABILITY`)."""
+    import dataclasses
+
+    from repo_gen.commands.bench import settings_from_args
+    from repo_gen.errors import UserError
+    from repo_gen.perf.analyzer import UNGATED_STABILITY
+
+    gated = args.stability_percentage is not None
+    if args.max_trials is not None and args.max_trials < 3:
+        raise UserError(f"--max-trials {args.max_trials}: perf_analyzer needs at least 3 windows")
+    trials = args.max_trials if args.max_trials is not None else (10 if gated else 3)
+    if gated:
+        return settings_from_args(argparse.Namespace(**{**vars(args), "max_trials": trials}))
+    s = settings_from_args(argparse.Namespace(**{**vars(args), "stability_percentage": UNGATED_STABILITY,
+                                                 "max_trials": trials}))
+    return dataclasses.replace(s, relax=())
+
+
 def run(args: argparse.Namespace) -> int:
     from rich.table import Table
 
-    from repo_gen.commands.bench import settings_from_args
     from repo_gen.errors import UserError
     from repo_gen.log import console
     from repo_gen.perf.analyzer import parse_concurrency, parse_int_list
@@ -99,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
     )
     cfg = TuneConfig(repo=args.model_repository, model=args.model, latency_budget_ms=args.latency_budget_ms,
                      objective=args.objective, leaders=args.leaders, rounds=args.rounds, grid=grid,
-                     settings=settings_from_args(args), work_dir=args.output, input_data=args.input_data,
+                     settings=tune_settings(args), work_dir=args.output, input_data=args.input_data,
                      cores=args.cores, dry_run=args.dry_run)
     result = run_tune(cfg)
     table = Table(title=f"{result.model}: before / after ({len(result.trials)} configs measured, {result.wall_s:.0f} s)")

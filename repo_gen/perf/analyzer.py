@@ -40,6 +40,11 @@ SHARED_MEMORY = ("none", "system", "cuda")
 OUTPUT_SHM_BYTES_PER_SAMPLE = 16 * 1024
 UNSTABLE_MARK = "Failed to obtain stable measurement"
 EMPTY_WINDOW_MARK = "No valid requests recorded"  # a time window shorter than one request
+# A stability bound no three windows miss: perf_analyzer then stops after exactly `max_trials` windows.
+# `repo-gen tune` measures this way and judges the noise by repeating measurements in alternating
+# rounds instead (repo_gen.perf.tune_rules): a gate on three consecutive windows of one run costs
+# 10-30 windows per point on a busy machine and says less about run-to-run spread than the repeats do.
+UNGATED_STABILITY = 1000.0
 # What perf_analyzer prints when it cannot reach the server (or the server went away).
 CONNECTION_MARKS = ("failed to connect", "Connection refused", "Socket closed", "connect failed",
                     "failed to get model metadata", "Couldn't connect", "UNAVAILABLE", "Broken pipe",

@@ -24,15 +24,28 @@ ascending order from each of the `beam` (default 2) best candidates so far; grow
 first value that improves the objective's figure by less than 5% over the best so far. Each candidate is
 measured over a concurrency sweep, and its operating point is the best point under the objective
 among points with p99 <= budget; the sweep also stops when throughput gains < 5% or p99 leaves the
-budget. During the search a lead below 5% is a tie (one window cannot tell more apart).
+budget. During the search a lead below 5% is a tie (one measurement cannot tell more apart).
 
-Decision: one window is not trusted. The leaders (the current config, the best `leaders`
+Measurements: each is three 1 s perf_analyzer windows with no stability gate. Why: the gate (the last
+three windows within 10%, retried at 20% and 40%) cost 10-30 windows per point on this 2-core machine,
+and the search time was 3x Model Analyzer's (benchmarks/RESULTS.md); what tells a real difference from
+noise here is the repeated, alternating measurement of the leaders below, not the agreement of three
+consecutive windows of one run. `--stability-percentage` brings the gate back.
+
+Decision: one measurement is not trusted. The leaders (the current config, the best `leaders`
 candidates, and the best of every other shape -- instance count x batching on/off -- within 2x of
-the top, so that one unlucky window cannot drop a whole shape) are measured again in `rounds` alternating rounds (order reversed every other round, so a
-drift of the machine does not favour one), each at its operating concurrency; the spread of each
-config's repeated throughput and p99 is the run-to-run spread, and `tune_rules.decide` picks on
-the medians, counting a lead only where the repeated runs do not overlap. The current config is kept unless another is measurably better. The report and
+the top, so that one unlucky window cannot drop a whole shape) are measured up to `rounds` times in
+all, the search's measurement being the first, the others in alternating rounds (order reversed every
+other round, so a drift of the machine does not favour one), each at its operating concurrency; after
+each round a leader whose repeated figures are beaten beyond overlap is not measured again
+(`tune_rules.contenders`). The spread of each config's repeated throughput and p99 is the run-to-run
+spread, and `tune_rules.decide` picks on the medians, counting a lead only where the repeated runs do
+not overlap. The current config is kept unless another is measurably better. The report and
 tune.json say which rule decided and by how much.
+
+Cost of a candidate: its load (warm-ups capped at the largest batch the measurement forms, i.e. the
+largest concurrency with batch-1 clients) and one measurement; a candidate measured again right after
+itself is not reloaded, and the server, which starts with the current config, is not reloaded for it.
 
 Live server, repository API: candidates are loaded with Triton's model load API and a config
 override (`POST /v2/repository/models/<name>/load` with `{"parameters": {"config": <JSON>}}`),
@@ -66,8 +79,25 @@ from repo_gen.errors import BuildFailure, UserError
 from repo_gen.fileio import write_atomic, write_json_atomic
 from repo_gen.log import console, logger
 from repo_gen.manifest import MANIFEST_NAME, ModelEntry, load_manifest
-from repo_gen.perf.analyzer import Analyzer, PerfPoint, PerfSettings, ServerDied, UnstableMeasurement
-from repo_gen.perf.tune_rules import OBJECTIVES, Decision, Sample, better, decide, gain, pick_point, primary
+from repo_gen.perf.analyzer import (
+    UNGATED_STABILITY,
+    Analyzer,
+    PerfPoint,
+    PerfSettings,
+    ServerDied,
+    UnstableMeasurement,
+)
+from repo_gen.perf.tune_rules import (
+    OBJECTIVES,
+    Decision,
+    Sample,
+    better,
+    contenders,
+    decide,
+    gain,
+    pick_point,
+    primary,
+)
 
 MIN_GAIN = 0.05  # Model Analyzer's rule: stop growing a dimension when the objective gains < 5%
 DIMENSIONS = ("instance_count", "intra_op_threads", "max_queue_delay_us", "max_batch_size", "preferred_batch_sizes")
@@ -202,9 +232,14 @@ def candidate_of(cfg: Any) -> Candidate:
     )
 
 
-def apply_candidate(cfg: Any, cand: Candidate) -> Any:
+def apply_candidate(cfg: Any, cand: Candidate, warmup_cap: int | None = None) -> Any:
     """A copy of `cfg` with `cand`'s fields; warm-ups and preferred sizes above the new
-    max_batch_size are clamped so Triton accepts the config."""
+    max_batch_size are clamped so Triton accepts the config.
+
+    `warmup_cap`: warm-ups are also clamped to this batch size. tune loads its candidates so: batch-1
+    clients at concurrency C never form a batch above C, and warming a CPU model at max batch 64
+    made a candidate's load 6-11 s instead of 3 (2 cores, mobilevit_xxs, 2-3 instances).
+    """
     out = copy.deepcopy(cfg)
     if not out.instance_group:
         out.instance_group.add()
@@ -222,6 +257,8 @@ def apply_candidate(cfg: Any, cand: Candidate) -> Any:
     for w in out.model_warmup:
         if cand.max_batch_size > 0 and w.batch_size > cand.max_batch_size:
             w.batch_size = cand.max_batch_size
+        if warmup_cap is not None and w.batch_size > warmup_cap:
+            w.batch_size = max(1, warmup_cap)
     return out
 
 
@@ -387,8 +424,12 @@ class TuneConfig:
         latency_budget_ms: p99 budget, a constraint for every objective; None means no budget.
         objective: throughput, latency or balanced (`repo_gen.perf.tune_rules`).
         leaders: how many of the best candidates are re-measured beside the current config.
-        rounds: alternating re-measurement rounds of the leaders; 0 decides on the search's single
-            measurements (no spread is measured then).
+        rounds: measurements of each leader in all, its search measurement counted as the first; the
+            others are taken in alternating rounds, and a leader that can no longer win after two
+            (`tune_rules.contenders`) is dropped. 0 decides on the search's single measurements (no
+            spread is measured then).
+        settings: how perf_analyzer measures; by default each measurement is three 1 s windows with
+            no stability gate (`UNGATED_STABILITY`): the repeats measure the run-to-run spread.
         work_dir: raw perf_analyzer outputs, server log and tune.json (`--output`); None resolves
             to `$XDG_CACHE_HOME/repo-gen/tune/<model>-<time>` (`~/.cache` without XDG_CACHE_HOME).
         cores: CPU cores the server may use (threads x instances); None: this process's CPUs.
@@ -402,7 +443,8 @@ class TuneConfig:
     leaders: int = 2
     rounds: int = 3
     grid: TuneGrid = field(default_factory=TuneGrid)
-    settings: PerfSettings = field(default_factory=lambda: PerfSettings(measurement_interval_ms=1500))
+    settings: PerfSettings = field(default_factory=lambda: PerfSettings(
+        measurement_interval_ms=1000, stability_percentage=UNGATED_STABILITY, max_trials=3, relax=()))
     work_dir: Path | None = None
     input_data: str = "real"
     cores: int | None = None
@@ -481,6 +523,7 @@ def run_tune(cfg: TuneConfig) -> TuneResult:
     data_arg = write_input_data(work / "input_data.json", model_dir, entry.data if entry else None, cfg.input_data)
     console.print(f"tune output: {work}")
 
+    warm_cap = max(cfg.grid.concurrency)  # batch-1 clients: no batch is larger than the concurrency
     server = TritonServer(cfg.repo, ports=free_ports(), models=[cfg.model], exit_on_error=False,
                           log_path=work / "tritonserver.log")
     trials: dict[Candidate, Trial] = {}
@@ -489,9 +532,17 @@ def run_tune(cfg: TuneConfig) -> TuneResult:
     try:
         analyzer = Analyzer(server.url(cfg.settings.protocol), work / "raw", cfg.settings, server_alive=server.alive)
 
+        loaded: list[Candidate | None] = [start]  # the server starts with the file's config
+
         def load(c: Candidate) -> str:
-            status, body = server.load_model(cfg.model, config_json(apply_candidate(base_cfg, c)))
-            return "" if status == 200 else f"Triton refused this config: {body.strip()[:300]}"
+            if loaded[0] == c:  # measured again back to back (rounds reverse their order): no reload
+                return ""
+            loaded[0] = None
+            status, body = server.load_model(cfg.model, config_json(apply_candidate(base_cfg, c, warm_cap)))
+            if status != 200:
+                return f"Triton refused this config: {body.strip()[:300]}"
+            loaded[0] = c
+            return ""
 
         def measure(c: Candidate) -> Sample | None:
             if c in trials:
@@ -535,10 +586,8 @@ def run_tune(cfg: TuneConfig) -> TuneResult:
         changed = winner != start and not cfg.dry_run
         result = TuneResult(cfg.model, before, after, list(trials.values()), cfg_path, changed, work,
                             objective=cfg.objective, decision=decision)
-        if changed:
+        if changed:  # (unchanged: nothing to load back, the server stops here)
             write_winner(cfg, server, base_cfg, result, original_text)
-        else:
-            server.load_model(cfg.model)  # back to the file's config
     finally:
         server.stop()
     result.wall_s = round(time.perf_counter() - t0, 1)
@@ -550,16 +599,23 @@ def run_tune(cfg: TuneConfig) -> TuneResult:
 
 def remeasure(leaders: list[Candidate], trials: dict[Candidate, Trial], load, analyzer: Analyzer, cfg: TuneConfig,
               data_arg: str) -> dict[Candidate, list[Sample]]:
-    """`cfg.rounds` alternating rounds over the leaders (reversed order every other round), each
-    at its operating concurrency; the current config (leaders[0]) without one (nothing within
-    budget) runs at the best leader's. A leader that fails a round just has fewer samples."""
+    """Up to `cfg.rounds` measurements of each leader, its search measurement being the first: the
+    others in alternating rounds (order reversed every other round, so a drift of the machine does not
+    favour one; the reversal also measures the round's last leader again without a reload), each at
+    its operating concurrency. The current config (leaders[0]) without one (nothing within budget)
+    runs at the best leader's. After each round, leaders that can no longer win
+    (`tune_rules.contenders`: their repeated figures are beaten beyond overlap) are not measured again.
+    A leader that fails a round just has fewer samples."""
     ops = {c: trials[c].sample for c in leaders}
     fallback = next((s.concurrency for s in ops.values() if s is not None), cfg.grid.concurrency[0])
     conc = {c: s.concurrency if s is not None else fallback for c, s in ops.items()}
-    out: dict[Candidate, list[Sample]] = {c: [] for c in leaders}
-    console.print(f"re-measuring {len(leaders)} leaders, {cfg.rounds} alternating rounds")
-    for r in range(cfg.rounds):
-        for c in (leaders if r % 2 == 0 else leaders[::-1]):
+    out: dict[Candidate, list[Sample]] = {c: [s] if s is not None else [] for c, s in ops.items()}
+    start = leaders[0]
+    active = list(leaders)
+    console.print(f"re-measuring {len(leaders)} leaders, up to {cfg.rounds - 1} more alternating rounds")
+    for r in range(1, cfg.rounds):
+        order = active if r % 2 == 0 else active[::-1]
+        for c in order:
             refused = load(c)
             if refused:
                 logger.warning(f"{c.describe()}: {refused}")
@@ -574,9 +630,17 @@ def remeasure(leaders: list[Candidate], trials: dict[Candidate, Trial], load, an
             out[c].append(sample_of(p))
             console.print(f"  round {r + 1}: {c.describe()}: {p.throughput:.1f} infer/s, p50 {p.p50_ms:.1f} ms, "
                           f"p99 {p.p99_ms:.1f} ms (c{conc[c]})")
-    start, first = leaders[0], trials[leaders[0]].sample
-    if not out[start] and first is not None:
-        out[start].append(first)
+        if not out[start] or r + 1 >= cfg.rounds:
+            continue
+        measured = {c: v for c, v in out.items() if v}
+        keep = set(contenders(cfg.objective, {c: measured[c] for c in active if c in measured}, start,
+                              cfg.latency_budget_ms))
+        dropped = [c for c in active if c not in keep]
+        if dropped:
+            console.print(f"  no longer able to win, not measured again: {'; '.join(c.describe() for c in dropped)}")
+        active = [c for c in active if c in keep]
+        if len(active) < 2:
+            break
     return {c: v for c, v in out.items() if v or c == start} if out[start] else {}
 
 

@@ -258,3 +258,17 @@ def decide(objective: str, measurements: Mapping[Any, Sequence[Sample]], current
                f"({name(rival.key)}) overlap in repeated measurements (spread {_pct(spread_obj)})")
         detail = f"{fig}; p99 {win.p99_ms:.1f} vs {rival.p99_ms:.1f} ms ({(win.p99_ms / rival.p99_ms - 1) * 100:+.1f}%)"
     return Decision(win.key, rule, detail, spread_t, spread_p, leaders, tied_keys)
+
+
+def contenders(objective: str, measurements: Mapping[Any, Sequence[Sample]], current: Any,
+               budget_ms: float | None = None) -> list[Any]:
+    """The leaders that can still win when measured again: the current config, `decide`'s winner and
+    every leader tied with the best on the objective's figure (repeated measurements overlapping), plus
+    any leader whose p99 range straddles the budget (one more run may bring it within). The others are
+    beaten beyond the overlap of their repeated measurements; measuring them again costs search time
+    and cannot change the pick unless the machine changes under us. Keys in `measurements` order."""
+    d = decide(objective, measurements, current, budget_ms)
+    keep = {current, d.winner, *d.tied}
+    if budget_ms is not None:
+        keep |= {ld.key for ld in d.leaders if ld.span("p99_ms")[0] <= budget_ms < ld.span("p99_ms")[1]}
+    return [k for k in measurements if k in keep]

@@ -52,6 +52,29 @@ def test_candidate_roundtrip_and_clamping():
     assert again == new
     off = apply_candidate(cfg, Candidate(1, None, None, 16))
     assert not off.HasField("dynamic_batching")
+    # tune's loads warm up only the batches its measurement forms; the written config keeps its own
+    capped = apply_candidate(cfg, Candidate(2, 0, 100, 16), warmup_cap=4)
+    assert capped.model_warmup[0].batch_size == 4 and candidate_of(capped).max_batch_size == 16
+    assert apply_candidate(cfg, Candidate(2, 0, 100, 16)).model_warmup[0].batch_size == 16
+
+
+def test_tune_measures_fixed_windows_unless_a_stability_gate_is_asked_for():
+    import argparse
+
+    from repo_gen.commands import tune as tune_cmd
+    from repo_gen.perf.analyzer import UNGATED_STABILITY
+    from repo_gen.perf.tune import TuneConfig
+
+    parser = argparse.ArgumentParser()
+    tune_cmd.add_parser(parser.add_subparsers())
+    args = parser.parse_args(["tune", "--model", "m"])
+    s = tune_cmd.tune_settings(args)
+    assert (s.stability_percentage, s.max_trials, s.relax, s.measurement_interval_ms) == (UNGATED_STABILITY, 3, (), 1000)
+    assert TuneConfig.__dataclass_fields__["settings"].default_factory().max_trials == 3  # type: ignore[misc]
+    gated = tune_cmd.tune_settings(parser.parse_args(["tune", "--model", "m", "--stability-percentage", "10"]))
+    assert (gated.stability_percentage, gated.max_trials, gated.relax) == (10.0, 10, (20.0, 40.0))
+    with pytest.raises(UserError, match="--max-trials 2"):
+        tune_cmd.tune_settings(parser.parse_args(["tune", "--model", "m", "--max-trials", "2"]))
 
 
 def test_max_batch_limit_respects_manifest_and_plan_profile():

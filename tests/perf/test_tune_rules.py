@@ -2,7 +2,7 @@
 
 import pytest
 
-from repo_gen.perf.tune_rules import Sample, better, decide, pick_point, relative_spread
+from repo_gen.perf.tune_rules import Sample, better, contenders, decide, pick_point, relative_spread
 
 
 def runs(thr, p99):
@@ -93,3 +93,20 @@ def test_a_noisy_leader_does_not_make_a_5x_lead_a_tie():
     d = decide("throughput", {"current": current, "noisy": noisy}, "current")
     assert d.spread_throughput > 1.0
     assert d.winner == "noisy" and d.rule == "highest-throughput"
+
+
+def test_contenders_drop_only_leaders_beaten_beyond_overlap():
+    # After two measurements each: "slow" is beaten by the default beyond overlap on throughput, so
+    # a third run cannot make it win; the tied leaders and the current config stay.
+    slow = runs([70.0, 72.0], [200.0, 190.0])
+    two = {"default": DEFAULT[:2], "2x mb1": TWO_INST_MB1[:2], "slow": slow}
+    assert contenders("throughput", two, "default") == ["default", "2x mb1"]
+    # the current config stays even when it is the one beaten
+    assert contenders("throughput", {"slow": slow, "default": DEFAULT[:2]}, "slow") == ["slow", "default"]
+    # latency objective: "slow" has the higher p99 ranges than both, dropped as well
+    assert contenders("latency", two, "default") == ["default", "2x mb1"]
+    # a leader whose p99 runs straddle the budget may come within it on one more run: kept
+    straddle = runs([70.0, 71.0], [95.0, 130.0])
+    budget = {"default": DEFAULT[:2], "2x mb1": TWO_INST_MB1[:2], "straddle": straddle}
+    assert "straddle" in contenders("throughput", budget, "default", budget_ms=100.0)
+    assert "straddle" not in contenders("throughput", budget, "default")
