@@ -108,7 +108,9 @@ def run_tune(repo: Path, concurrency: int) -> dict:
     subprocess.run(argv, check=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})  # noqa: S603 - our argv
     wall = time.perf_counter() - t0
     rec = json.loads((out / "tune.json").read_text())
-    remeasured = sum(len(ld["samples"]) for ld in (rec.get("decision") or {}).get("leaders", []))
+    # The leaders' samples include their search measurement (tune counts it as the first of its rounds).
+    leaders = (rec.get("decision") or {}).get("leaders", [])
+    remeasured = sum(len(ld["samples"]) for ld in leaders) - len(leaders)
     return {"wall_s": round(wall, 1), "configs": len(rec["trials"]), "remeasurements": remeasured,
             "decision": rec.get("decision"), "command": " ".join(argv),
             "config_text": (repo / NAME / "config.pbtxt").read_text()}

@@ -48,7 +48,11 @@ UNGATED_STABILITY = 1000.0
 # What perf_analyzer prints when it cannot reach the server (or the server went away).
 CONNECTION_MARKS = ("failed to connect", "Connection refused", "Socket closed", "connect failed",
                     "failed to get model metadata", "Couldn't connect", "UNAVAILABLE", "Broken pipe",
-                    "Stream removed", "server is not live", "Empty reply")
+                    "Stream removed", "server is not live", "Empty reply", "Connection reset by peer",
+                    "unable to get server metadata")
+# A killed server closes its sockets before the kernel reports the process gone: after perf_analyzer
+# lost its connection, the server gets this long to show it is dead before the failure is judged.
+DYING_GRACE_S = 3.0
 
 
 class ServerDied(BuildFailure):
@@ -336,9 +340,16 @@ class Analyzer:
         )
 
     def _server_gone(self, output: str) -> bool:
-        if self.server_alive is not None:
-            return not self.server_alive()
-        return any(m.lower() in output.lower() for m in CONNECTION_MARKS)
+        lost_connection = any(m.lower() in output.lower() for m in CONNECTION_MARKS)
+        if self.server_alive is None:
+            return lost_connection
+        deadline = time.monotonic() + (DYING_GRACE_S if lost_connection else 0.0)
+        while True:
+            if not self.server_alive():
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.1)
 
 
 def _last_line(out: str) -> str:

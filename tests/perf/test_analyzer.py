@@ -1,9 +1,12 @@
 """Unit tests of the perf_analyzer driver: CSV parsing, argv, concurrency specs, settings."""
 
+from pathlib import Path
+
 import pytest
 
 from repo_gen.errors import BuildFailure, UserError
 from repo_gen.perf.analyzer import (
+    Analyzer,
     PerfSettings,
     format_command,
     parse_concurrency,
@@ -11,6 +14,7 @@ from repo_gen.perf.analyzer import (
     parse_perf_csv,
     perf_argv,
 )
+from repo_gen.tools import PerfAnalyzer
 
 # Captured from perf_analyzer 2.48 (-f with --verbose-csv) against mobilevit_xxs_py_fp32 on this machine.
 CSV = """Concurrency,Inferences/Second,Client Send,Network+Server Send/Recv,Server Queue,Server Compute Input,Server Compute Infer,Server Compute Output,Client Recv,p50 latency,p90 latency,p95 latency,p99 latency,request/response,response wait
@@ -101,3 +105,22 @@ def test_parse_int_list():
         parse_int_list("0,8", "--batch-sizes")
     with pytest.raises(UserError, match="--batch-sizes"):
         parse_int_list("x", "--batch-sizes")
+
+
+def test_a_lost_connection_waits_for_a_dying_server_before_calling_it_alive(tmp_path):
+    # A SIGKILLed tritonserver resets its connections a moment before the kernel reports the process
+    # gone; CI once saw "Connection reset by peer" answered by a still-alive check, and a plain
+    # perf_analyzer failure was reported instead of ServerDied.
+    answers = iter([True, True, False])
+    analyzer = Analyzer("127.0.0.1:1", tmp_path, server_alive=lambda: next(answers),
+                        perf=PerfAnalyzer(Path("/nonexistent/perf_analyzer"), {}))
+    out = "error: unable to get server metadata: recvmsg:Connection reset by peer"
+    assert analyzer._server_gone(out)
+
+
+def test_a_failure_without_a_lost_connection_asks_the_server_once(tmp_path):
+    calls = []
+    analyzer = Analyzer("127.0.0.1:1", tmp_path, server_alive=lambda: calls.append(1) or True,
+                        perf=PerfAnalyzer(Path("/nonexistent/perf_analyzer"), {}))
+    assert not analyzer._server_gone("error: input IMAGE: not an image Pillow can read")
+    assert calls == [1]
