@@ -145,7 +145,9 @@ def build(cfg: BuildConfig, lock_timeout_s: float = 0.0) -> BuildReport:
     t: dict[str, float] = {}
     t_start = time.perf_counter()
     # Resolved once, before any stage runs: a missing library fails the build here.
-    library = plugin_library(cfg) if uses_plugins(cfg) else None
+    # The torch runtime measures our kernels as custom ops against native with the same library.
+    wants_library = uses_plugins(cfg) or (cfg.plugins != "off" and "torch" in cfg.runtimes)
+    library = plugin_library(cfg) if wants_library else None
     with RepositoryTransaction(cfg.output, planned_models(cfg), lock_timeout_s=lock_timeout_s) as tx:
         assert tx.work is not None
         cache = StageCache.for_config(cfg)

@@ -112,7 +112,8 @@ def add_parser(sub) -> None:
     t.add_argument("--version-compatible", action="store_true", default=None, help="build version-compatible plans")
     t.add_argument("--timing-cache", type=Path, metavar="PATH", help="TensorRT timing cache file, reused across builds")
     t.add_argument("--plugins", choices=["off", "on", "auto"],
-                   help=f"use the MobileViT plugin library: auto keeps the faster engine (default: {_default('plugins')})")
+                   help="use the MobileViT plugin library: for plans, and for the torch runtime's custom ops on a GPU; "
+                   f"auto keeps the faster by measurement (default: {_default('plugins')})")
     t.add_argument("--triton-image", metavar="IMAGE",
                    help="tritonserver image that serves the repository: named in each plan's README/docker command and "
                    "recorded in the manifest's options (e.g. nvcr.io/nvidia/tritonserver:25.10-py3)")

@@ -12,7 +12,12 @@ import ctypes
 import os
 from pathlib import Path
 
-from repo_gen.errors import MissingDependency
+try:
+    from repo_gen.errors import MissingDependency
+except ImportError:  # copied beside a served torch model that uses the kernels (repo_gen not installed there)
+
+    class MissingDependency(RuntimeError):  # type: ignore[no-redef]
+        pass
 
 LIBRARY_ENV = "REPO_GEN_PLUGIN_LIB"
 LIBRARY_NAME = "libmobilevit_plugins.so"

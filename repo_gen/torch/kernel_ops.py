@@ -21,7 +21,10 @@ _LIB: Any = None
 def _lib(path: str | None = None):
     global _LIB
     if _LIB is None:
-        from repo_gen.plugins.kernels import KernelLibrary
+        try:
+            from repo_gen.plugins.kernels import KernelLibrary
+        except ImportError:  # a served model: the bindings are copied beside model.py (kernel_choice.py)
+            from repo_gen_kernels import KernelLibrary  # type: ignore[import-not-found, no-redef]
 
         _LIB = KernelLibrary(path)
     return _LIB

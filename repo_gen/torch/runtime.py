@@ -94,6 +94,10 @@ def rebuild_command(cfg: Any) -> str:
         argv += ["--weights", str(Path(cfg.weights).absolute())]
     if cfg.torch_dynamic_batch:
         argv.append("--torch-dynamic-batch")
+    if cfg.plugins != "off":  # measure our kernels again on the new GPU
+        argv += ["--plugins", cfg.plugins]
+    if cfg.trt_plugin_lib is not None:
+        argv += ["--plugin-lib", str(Path(cfg.trt_plugin_lib).absolute())]
     return shlex.join(argv)
 
 
@@ -113,7 +117,8 @@ def write_torch_request(req: Any) -> Any:
         _MODULES[key] = load_model(cfg.spec, cfg.weights, cfg.pretrained, cfg.seed).module
     result = write_torch_model(req.model_dir, req.name, cfg, _MODULES[key], req.variant.precision, req.labels,
                                req.inputs, req.outputs, cfg.instance_count or DEFAULT_INSTANCES["torch"],
-                               resolve_gpus(cfg.gpus), cfg.torch_dtype, eval_reference=eval_reference(req))
+                               resolve_gpus(cfg.gpus), cfg.torch_dtype, eval_reference=eval_reference(req),
+                               kernel_library=kernel_library(cfg, req.plugin_library))
     status, reason = result.status, result.reason
     torch_extra = result.extra.get("torch", {})
     fid = torch_extra.get("fidelity") or torch_extra.get("fidelity_vs_fp32_torch")
@@ -188,9 +193,24 @@ def run_in_chunks(fn: Any, x: Any, chunk: int) -> Any:
                                for i in range(0, len(x), chunk)])
 
 
+def kernel_library(cfg: Any, library: tuple[Path | None, dict[str, Any]] | None) -> Path | str:
+    """The plugin library to measure our kernels with, or why they are not measured (a reason string).
+
+    `library` is the build's `plugin_library(cfg)` (resolved once per build when `--plugins` is on
+    or auto); `--plugins off`, the default, serves native without measuring.
+    """
+    if cfg.plugins == "off" or library is None:
+        return "--plugins off: native, not measured (pass --plugins auto to measure our kernels against it)"
+    lib, info = library
+    if lib is None or not info.get("exists"):
+        return f"no plugin library: {info.get('note') or info.get('path')}; native kept"
+    return lib
+
+
 def write_torch_model(model_dir: Path, name: str, cfg: Any, module: Any, precision: str, labels: list[str],
                       inputs: list[Any], outputs: list[Any], instance_count: int, gpus: tuple[int, ...],
-                      dtype: str | None = None, eval_reference: EvalReference | None = None) -> TorchModelResult:
+                      dtype: str | None = None, eval_reference: EvalReference | None = None,
+                      kernel_library: Path | str = "--plugins off") -> TorchModelResult:
     """Stage one torch-runtime model in `model_dir`; compile it on the GPU when there is one.
 
     Args:
@@ -198,6 +218,8 @@ def write_torch_model(model_dir: Path, name: str, cfg: Any, module: Any, precisi
         precision: the variant's precision; "int8" has no torch counterpart (status "skipped").
         gpus: GPU indices for KIND_GPU instance groups; () means a CPU (eager) model.
         dtype: compute dtype override (e.g. "bf16"); None: the variant's precision.
+        kernel_library: the plugin library to measure our kernels against native with
+            (`repo_gen.torch.kernel_choice`), or the reason they are not measured.
     """
     import torch
 
@@ -224,8 +246,12 @@ def write_torch_model(model_dir: Path, name: str, cfg: Any, module: Any, precisi
     extra: dict[str, Any] = {"torch": {k: meta[k] for k in ("dtype", "device", "compile_mode", "cuda_graphs", "buckets",
                                                              "torch_version")}}
     if on_gpu:
-        extra["torch"].update(compile_here(meta, version_dir, gpus[0], module, eval_reference))
-    elif eval_reference is not None:  # the eager CPU model the server will run, on the same images
+        extra["torch"].update(compile_here(meta, version_dir, gpus[0], module, eval_reference, kernel_library,
+                                           cfg.fp16_tolerance))
+    else:
+        meta["kernel_choice"] = extra["torch"]["kernel_choice"] = {
+            "kernels": "native", "reason": "no CUDA GPU: our kernels run on a GPU only"}
+    if not on_gpu and eval_reference is not None:  # the eager CPU model the server will run, on the same images
         import copy
 
         cpu = copy.deepcopy(module).float().eval()
@@ -255,6 +281,7 @@ def write_torch_model(model_dir: Path, name: str, cfg: Any, module: Any, precisi
     names = ["model.py", "repo_gen_torch.py", serving.WEIGHTS_FILE, serving.META_FILE, "rebuild.sh"]
     if meta["cache_file"]:
         names.append(meta["cache_file"])
+    names += meta.get("kernel_files", [])
     files += [f"{cfg.version}/{n}" for n in names]
     reason = "" if on_gpu else (f"no CUDA GPU here: built {name} as an eager FP32 CPU model; build on the GPU machine "
                                 f"for the compiled {wanted} GPU model ({meta['rebuild']})")
@@ -262,8 +289,10 @@ def write_torch_model(model_dir: Path, name: str, cfg: Any, module: Any, precisi
 
 
 def compile_here(meta: dict[str, Any], version_dir: Path, gpu: int, module: Any,
-                 eval_ref: EvalReference | None = None) -> dict[str, Any]:
-    """Compile every bucket on this GPU, check it against the FP32 module, store the caches.
+                 eval_ref: EvalReference | None = None, kernel_library: Path | str = "--plugins off",
+                 tolerance: float = 5e-3) -> dict[str, Any]:
+    """Choose native or our kernels, compile every bucket on this GPU, check it against the FP32
+    module, store the caches.
 
     Returns timings, the fidelity of the compiled model against FP32 PyTorch (relative L2 of the
     logits and top-1 agreement on random inputs in [0, 1)) and, with `eval_ref`, on the build's
@@ -279,6 +308,9 @@ def compile_here(meta: dict[str, Any], version_dir: Path, gpu: int, module: Any,
     torch.compiler.reset()
     t0 = time.perf_counter()
     prepared = serving.build_module(meta, version_dir / serving.WEIGHTS_FILE, device)
+    choice = choose_here(meta, version_dir, prepared, device, kernel_library, tolerance)
+    if choice.kernels == "plugins":  # what the server will build: the staged copies, from the weights
+        prepared = serving.build_module(meta, version_dir / serving.WEIGHTS_FILE, device)
     runner = serving.BucketRunner(prepared, meta, device)
     compile_s = runner.warm_up()
     total_s = round(time.perf_counter() - t0, 1)
@@ -298,11 +330,34 @@ def compile_here(meta: dict[str, Any], version_dir: Path, gpu: int, module: Any,
     rel_l2 = float((got - ref).norm() / ref.norm())
     top1 = float((got.argmax(1) == ref.argmax(1)).float().mean())
     out: dict[str, Any] = {"compile_s_per_bucket": compile_s, "compile_s": total_s, "cache_bytes": len(saved[0]),
+                           "kernel_choice": choice.to_dict(),
                            "fidelity_vs_fp32_torch": {"rel_l2": rel_l2, "top1_agreement": top1,
                                                       "inputs": "16 random [0,1)"}}
     if eval_ref is not None:
         out["fidelity"] = eval_ref.judge(run_in_chunks(lambda t: runner(t.to(device)), eval_ref.x, runner.buckets[-1]))
     return out
+
+
+def choose_here(meta: dict[str, Any], version_dir: Path, prepared: Any, device: Any, kernel_library: Path | str,
+                tolerance: float) -> Any:
+    """Measure our kernels against `prepared` when a library is at hand; with a win, stage them and
+    record it in `meta` ("kernels", "plugin_lib", "kernel_choice", "kernel_files")."""
+    from repo_gen.log import logger
+    from repo_gen.plugins.kernels import LIBRARY_NAME
+    from repo_gen.torch.kernel_choice import choose_kernels, not_measured, stage_kernel_files
+
+    if isinstance(kernel_library, str):
+        choice = not_measured(kernel_library)
+    elif meta["dtype"] not in ("fp16", "fp32"):
+        choice = not_measured(f"our kernels have FP16 and FP32 paths only: native for {meta['dtype']}")
+    else:
+        choice = choose_kernels(prepared, meta, device, kernel_library, tolerance)
+        logger.info(f"kernels: {choice.reason}")
+    if choice.kernels == "plugins":
+        meta.update(kernels="plugins", plugin_lib=LIBRARY_NAME,
+                    kernel_files=stage_kernel_files(version_dir, Path(kernel_library)))
+    meta["kernel_choice"] = choice.to_dict()
+    return choice
 
 
 def gpu_config_override(config_text: str, gpus: tuple[int, ...]) -> str | None:

@@ -89,7 +89,8 @@ def build_module(meta: dict[str, Any], weights: Path, device: torch.device) -> t
         except ImportError:
             from repo_gen.torch.kernel_ops import swap_in_kernels
 
-        swap_in_kernels(module, meta["plugin_lib"])
+        lib = Path(meta["plugin_lib"])  # relative: staged beside the weights by the build
+        swap_in_kernels(module, str(lib if lib.is_absolute() else weights.parent / lib))
     module = module.to(device=device, dtype=DTYPES[meta["dtype"]])
     if meta.get("channels_last", False):
         module = module.to(memory_format=torch.channels_last)

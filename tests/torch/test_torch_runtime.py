@@ -41,6 +41,7 @@ def test_cpu_build_says_what_it_built(torch_repo):
     assert "\n" not in note
     meta = json.loads((repo / TORCH_MODEL / "1" / "torch_meta.json").read_text())
     assert meta["device"] == "cpu" and meta["compile_mode"] is None and meta["timm_name"] == TEST_MODEL
+    assert meta["kernels"] == "native" and "no CUDA GPU" in meta["kernel_choice"]["reason"]
     cfg = (repo / TORCH_MODEL / "config.pbtxt").read_text()
     assert "KIND_CPU" in cfg and "gpus" not in cfg
     manifest = json.loads((repo / "repo-gen.json").read_text())
@@ -179,3 +180,18 @@ def test_build_with_bad_gpus_leaves_no_repository(tmp_path):
     with pytest.raises(UserError, match="--gpus"):
         BuildConfig(model=TEST_MODEL, output=out, runtimes=("torch",), gpus=(0,))
     assert not out.exists()
+
+
+def test_kernels_are_measured_only_with_plugins_on_and_a_library(tmp_path):
+    """`--plugins off` (the default) serves native unmeasured; a missing library says so; a library is used."""
+    from types import SimpleNamespace
+
+    from repo_gen.torch.runtime import kernel_library
+
+    lib = tmp_path / "libmobilevit_plugins.so"
+    lib.write_bytes(b"")
+    off = kernel_library(SimpleNamespace(plugins="off"), (lib, {"exists": True}))
+    assert isinstance(off, str) and "--plugins auto" in off
+    missing = kernel_library(SimpleNamespace(plugins="auto"), (None, {"exists": False, "note": "not found (build it)"}))
+    assert isinstance(missing, str) and "not found (build it)" in missing
+    assert kernel_library(SimpleNamespace(plugins="auto"), (lib, {"exists": True})) == lib
