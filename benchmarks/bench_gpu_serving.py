@@ -64,13 +64,17 @@ def machine() -> dict:
             "gpus": torch.cuda.device_count(), "cpus": os.cpu_count(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
 
 
-def phase_build(res: Results, repo: Path, max_batch: int) -> None:
+def phase_build(res: Results, repo: Path, max_batch: int, plugin_lib: str | None = None) -> None:
+    """`repo-gen build --runtimes torch`; with `plugin_lib`, `--plugins auto --plugin-lib` so the build
+    measures our kernels against native and keeps the faster (repo_gen/torch/kernel_choice.py)."""
     from repo_gen.build import build
     from repo_gen.config import BuildConfig
 
     t0 = time.perf_counter()
     report = build(BuildConfig(model=MODEL, output=repo, max_batch=max_batch, precisions=("fp16",),
-                               runtimes=("torch",), pipeline=False, use_cache=False))
+                               runtimes=("torch",), pipeline=False, use_cache=False,
+                               plugins="auto" if plugin_lib else "off",
+                               trt_plugin_lib=Path(plugin_lib) if plugin_lib else None))
     entry = next(e for e in report.entries if e.runtime == "torch")
     res.put("build", {"wall_s": round(time.perf_counter() - t0, 1), "timings_s": report.timings_s,
                       "status": entry.status, "reason": entry.status_reason, "torch": entry.extra.get("torch"),
@@ -101,6 +105,7 @@ def serve_once(res: Results, repo: Path, key: str, model: str, work: Path, plan)
 
     cache = Path(tempfile.mkdtemp(prefix="inductor-empty-"))
     os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(cache)  # the server starts with only the build's artifacts
+    (work / f"tritonserver-{key}.log").unlink(missing_ok=True)  # a log of an earlier run would be read as this one's
     server = TritonServer(repo, ports=free_ports(), models=[model], exit_on_error=True,
                           log_path=work / f"tritonserver-{key}.log")
     t0 = time.perf_counter()
@@ -132,10 +137,12 @@ def phase_serve_outputs(res: Results, repo: Path, work: Path) -> None:
 
 def phase_serve(res: Results, repo: Path, work: Path, quick: bool, two_instances: bool = False) -> None:
     model = f"{MODEL}_torch_fp16"
-    b1 = [1, 8, 32, 64, 96, 128, 160] if not quick else [1, 64]
+    b1 = [1, 8, 32, 64, 96, 128, 160]
     # Client batch 64 at concurrency >= 4: with max batch 128 the batcher merges two requests into one execute.
     plan = [("cuda", 64, 2), ("cuda", 64, 4), ("cuda", 64, 8), ("grpc", 64, 2)] + [("cuda", 1, c) for c in b1] + \
         [("grpc", 1, 64)]
+    if quick:  # the two targets' points: full client batches, and batch-1 clients at the best concurrency seen
+        plan = [("cuda", 64, 2), ("cuda", 64, 8), ("cuda", 1, 64)]
     serve_once(res, repo, "served", model, work, plan)
     if not two_instances:
         return
@@ -321,7 +328,8 @@ def main() -> int:
     p.add_argument("--repo", type=Path, default=None, help="model repository (default: <out>/../gpu_repo)")
     p.add_argument("--max-batch", type=int, default=64)
     p.add_argument("--batches", default="1,64,256")
-    p.add_argument("--plugin-lib", default=None)
+    p.add_argument("--plugin-lib", default=None,
+                   help="libmobilevit_plugins.so: the build phase measures our kernels with it, the plugins phase A/Bs them")
     p.add_argument("--quick", action="store_true", help="fewer concurrency points")
     p.add_argument("--two-instances", action="store_true", help="serve phase: also 2 instances on the one GPU")
     p.add_argument("--starts", type=int, default=3, help="starts phase: server starts to time")
@@ -343,7 +351,7 @@ def main() -> int:
         t0 = time.perf_counter()
         try:
             if phase == "build":
-                phase_build(res, repo, a.max_batch)
+                phase_build(res, repo, a.max_batch, a.plugin_lib)
             elif phase == "serve":
                 phase_serve(res, repo, work, a.quick, a.two_instances)
             elif phase == "starts":
