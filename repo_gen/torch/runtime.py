@@ -275,6 +275,8 @@ def write_torch_model(model_dir: Path, name: str, cfg: Any, module: Any, precisi
     files = write_config_and_labels(model_dir, spec, labels)
     what = (f"{compute} on the GPU, torch.compile + one CUDA graph per bucket {buckets}" if on_gpu
             else "eager FP32 on the CPU (built without a GPU)")
+    if meta["kernels"] == "plugins":
+        what += ", our LayerNorm/attention kernels"
     extra["torch"]["what"] = what
     (version_dir / "model.py").write_text(render_template(
         "torch_model.py.j2", model=cfg.model, what=what, input_name=inputs[0].name, output_name=outputs[0].name))
