@@ -72,9 +72,11 @@ def time_runners(runners: Mapping[str, Callable[[Any], Any]], x: Any, rounds: in
     return {name: round(statistics.median(ts), 4) for name, ts in times.items()}
 
 
-def choose_kernels(native: Any, meta: dict[str, Any], device: Any, library: Path, tolerance: float) -> KernelChoice:
+def choose_kernels(native: Any, meta: dict[str, Any], device: Any, library: Path, tolerance: float,
+                   force: bool = False) -> KernelChoice:
     """Measure our kernels against `native` (a prepared module, as `serving.build_module` returns) at
-    the largest bucket of `meta` on `device`; `tolerance` is the relative L2 the kernels may differ by."""
+    the largest bucket of `meta` on `device`; `tolerance` is the relative L2 the kernels may differ by.
+    `force` (`--plugins on`) keeps the kernels whatever their speed, as long as the answers agree."""
     import torch
 
     from repo_gen.torch import serving
@@ -107,6 +109,8 @@ def choose_kernels(native: Any, meta: dict[str, Any], device: Any, library: Path
     if rel_l2 > tolerance or top1 < 1.0:
         return KernelChoice("native", f"our kernels disagree with native (relative L2 {rel_l2:.2e}, tolerance "
                             f"{tolerance:g}; top-1 agreement {top1 * 100:.1f}%): native kept; {timing}", **figures)
+    if force:
+        return KernelChoice("plugins", f"--plugins on: our kernels kept; {timing}", **figures)
     if speedup >= KERNEL_MARGIN:
         return KernelChoice("plugins", f"our kernels won: {timing} >= the {KERNEL_MARGIN}x margin", **figures)
     verdict = f"lost by {(1 - speedup) * 100:.1f}%" if speedup < 1 else f"won by only {(speedup - 1) * 100:.1f}%"

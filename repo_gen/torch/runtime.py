@@ -197,7 +197,8 @@ def kernel_library(cfg: Any, library: tuple[Path | None, dict[str, Any]] | None)
     """The plugin library to measure our kernels with, or why they are not measured (a reason string).
 
     `library` is the build's `plugin_library(cfg)` (resolved once per build when `--plugins` is on
-    or auto); `--plugins off`, the default, serves native without measuring.
+    or auto); `--plugins off`, the default, serves native without measuring; `on` keeps the kernels
+    when their answers agree (measured all the same), `auto` keeps the faster.
     """
     if cfg.plugins == "off" or library is None:
         return "--plugins off: native, not measured (pass --plugins auto to measure our kernels against it)"
@@ -247,7 +248,7 @@ def write_torch_model(model_dir: Path, name: str, cfg: Any, module: Any, precisi
                                                              "torch_version")}}
     if on_gpu:
         extra["torch"].update(compile_here(meta, version_dir, gpus[0], module, eval_reference, kernel_library,
-                                           cfg.fp16_tolerance))
+                                           cfg.fp16_tolerance, force_kernels=cfg.plugins == "on"))
     else:
         meta["kernel_choice"] = extra["torch"]["kernel_choice"] = {
             "kernels": "native", "reason": "no CUDA GPU: our kernels run on a GPU only"}
@@ -292,7 +293,7 @@ def write_torch_model(model_dir: Path, name: str, cfg: Any, module: Any, precisi
 
 def compile_here(meta: dict[str, Any], version_dir: Path, gpu: int, module: Any,
                  eval_ref: EvalReference | None = None, kernel_library: Path | str = "--plugins off",
-                 tolerance: float = 5e-3) -> dict[str, Any]:
+                 tolerance: float = 5e-3, force_kernels: bool = False) -> dict[str, Any]:
     """Choose native or our kernels, compile every bucket on this GPU, check it against the FP32
     module, store the caches.
 
@@ -310,7 +311,7 @@ def compile_here(meta: dict[str, Any], version_dir: Path, gpu: int, module: Any,
     torch.compiler.reset()
     t0 = time.perf_counter()
     prepared = serving.build_module(meta, version_dir / serving.WEIGHTS_FILE, device)
-    choice = choose_here(meta, version_dir, prepared, device, kernel_library, tolerance)
+    choice = choose_here(meta, version_dir, prepared, device, kernel_library, tolerance, force_kernels)
     if choice.batch is not None:
         # The measurement compiled two models; the served buckets must not count against Dynamo's
         # per-function recompile limit (8). Recorded cache artifacts survive a reset.
@@ -345,7 +346,7 @@ def compile_here(meta: dict[str, Any], version_dir: Path, gpu: int, module: Any,
 
 
 def choose_here(meta: dict[str, Any], version_dir: Path, prepared: Any, device: Any, kernel_library: Path | str,
-                tolerance: float) -> Any:
+                tolerance: float, force: bool = False) -> Any:
     """Measure our kernels against `prepared` when a library is at hand; with a win, stage them and
     record it in `meta` ("kernels", "plugin_lib", "kernel_choice", "kernel_files")."""
     from repo_gen.log import logger
@@ -357,7 +358,7 @@ def choose_here(meta: dict[str, Any], version_dir: Path, prepared: Any, device: 
     elif meta["dtype"] not in ("fp16", "fp32"):
         choice = not_measured(f"our kernels have FP16 and FP32 paths only: native for {meta['dtype']}")
     else:
-        choice = choose_kernels(prepared, meta, device, kernel_library, tolerance)
+        choice = choose_kernels(prepared, meta, device, kernel_library, tolerance, force)
         logger.info(f"kernels: {choice.reason}")
     if choice.kernels == "plugins":
         meta.update(kernels="plugins", plugin_lib=LIBRARY_NAME,
