@@ -15,6 +15,10 @@ Phases (each writes into `<out>/gpu_serving.json` as it goes, so a run cut short
               synchronized per call (as served).
   plugins     compile + CUDA graphs at batch 64 with our LayerNorm/attention kernels as custom ops vs
               native; numerics vs native.
+  floor       Triton's own cost for these tensors: a python-backend GPU model with the served model's
+              input and output that reads its input on the GPU and runs no model, at the serve phase's
+              client batch 64 and batch-1 points. What it serves is the ceiling of any python-backend
+              model with this contract on this machine.
 
 Usage (on the GPU machine, with tritonserver + perf_analyzer from scripts/pack_triton_gpu.py):
     source triton/env.sh
@@ -153,6 +157,45 @@ def phase_serve(res: Results, repo: Path, work: Path, quick: bool, two_instances
         serve_once(res, repo, "served_2inst", model, work, [("cuda", 64, 4), ("cuda", 1, 64), ("cuda", 1, 128)])
     finally:
         cfg.write_text(text)
+
+
+FLOOR_MODEL = "floor_passthrough"
+FLOOR_CODE = '''import numpy as np
+import torch
+import triton_python_backend_utils as pb_utils
+from torch.utils.dlpack import from_dlpack
+
+
+class TritonPythonModel:
+    """No model: each input is read on the GPU (as the torch model's copy into its bucket does) and
+    a zero output of the served model's shape goes back as one host array per request."""
+
+    def initialize(self, args):
+        self.device = torch.device("cuda", int(args["model_instance_device_id"]))
+
+    def execute(self, requests):
+        xs = [from_dlpack(pb_utils.get_input_tensor_by_name(r, "{input}").to_dlpack()) for r in requests]
+        sums = [x.to(self.device, non_blocking=True).sum() for x in xs]
+        torch.cuda.current_stream(self.device).synchronize()
+        return [pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor(
+            "{output}", np.zeros((x.shape[0], {classes}), np.float32))]) for x, _ in zip(xs, sums)]
+'''
+
+
+def phase_floor(res: Results, work: Path, max_batch: int) -> None:
+    from repo_gen.triton.config import ModelConfigSpec, TensorSpec
+    from repo_gen.triton.render import render_config
+
+    repo = work / "floor_repo"
+    version = repo / FLOOR_MODEL / "1"
+    version.mkdir(parents=True, exist_ok=True)
+    spec = ModelConfigSpec(name=FLOOR_MODEL, template="python", max_batch_size=max_batch,
+                           inputs=[TensorSpec("input", "TYPE_FP32", [3, 256, 256])],
+                           outputs=[TensorSpec("logits", "TYPE_FP32", [1000])], max_queue_delay_us=100,
+                           instance_kind="KIND_GPU", gpus=[0], parameters={"FORCE_CPU_ONLY_INPUT_TENSORS": "no"})
+    (repo / FLOOR_MODEL / "config.pbtxt").write_text(render_config(spec))
+    (version / "model.py").write_text(FLOOR_CODE.format(input="input", output="logits", classes=1000))
+    serve_once(res, repo, "floor", FLOOR_MODEL, work, [("cuda", 64, 2), ("cuda", 64, 8), ("cuda", 1, 64)])
 
 
 def phase_starts(res: Results, repo: Path, work: Path, count: int) -> None:
@@ -303,7 +346,7 @@ def table(data: dict) -> str:
     for r in data.get("runner", []):
         lines.append(f"runner {r['graphs']:14} b{r['batch']:<4} {r['ms']:.3f} ms ({r['img_s']} img/s) back to back, "
                      f"{r['ms_synced_host_out']:.3f} ms ({r['img_s_synced']} img/s) synced")
-    for key in ("served", "served_2inst", "served_out_host", "served_out_device"):
+    for key in ("served", "served_2inst", "served_out_host", "served_out_device", "floor"):
         if f"{key}_start_to_ready_s" in data:
             lines.append(f"{key}: start to READY {data[f'{key}_start_to_ready_s']} s")
         for r in data.get(key, []):
@@ -354,6 +397,8 @@ def main() -> int:
                 phase_build(res, repo, a.max_batch, a.plugin_lib)
             elif phase == "serve":
                 phase_serve(res, repo, work, a.quick, a.two_instances)
+            elif phase == "floor":
+                phase_floor(res, work, a.max_batch)
             elif phase == "starts":
                 phase_starts(res, repo, work, a.starts)
             elif phase == "runner":
