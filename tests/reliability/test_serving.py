@@ -53,6 +53,31 @@ def _binary_input(shape, size_bytes: int) -> dict:
                         "parameters": {"binary_data_size": size_bytes}}]}
 
 
+def _shm_infer(triton, region_bytes: int, byte_size: int, offset: int = 0):
+    """A request whose input lies in a registered system shared-memory region of `region_bytes`,
+    claiming `byte_size` bytes from `offset`. Triton bounds-checks CUDA regions with the same code
+    (its SharedMemoryManager); a CUDA region needs a GPU and is not exercised on the CPU here."""
+    import os
+
+    import tritonclient.grpc as g
+    import tritonclient.utils.shared_memory as shm
+
+    region = f"repo_gen_test_{region_bytes}_{offset}"
+    key = f"/{region}_{os.getpid()}"
+    handle = shm.create_shared_memory_region(region, key, region_bytes)
+    try:
+        with g.InferenceServerClient(triton.grpc_url) as client:
+            client.register_system_shared_memory(region, key, region_bytes)
+            try:
+                inp = g.InferInput("input", [1, *SAMPLE], "FP32")
+                inp.set_shared_memory(region, byte_size, offset)
+                return client.infer(PY_MODEL, [inp], client_timeout=60.0)
+            finally:
+                client.unregister_system_shared_memory(region)
+    finally:
+        shm.destroy_shared_memory_region(handle)
+
+
 # Each bad request: (id, how to send it, substring of the error Triton or model.py answers with).
 BAD_REQUESTS = [
     ("wrong-dtype-int32", lambda t: _grpc_infer(t, (1, *SAMPLE), "INT32"), "data-type is 'INT32'"),
@@ -73,6 +98,8 @@ BAD_REQUESTS = [
                                                                             "datatype": "FP32", "data": [0.0]}]}), ""),
     ("http-wrong-data-count", lambda t: _http_infer_raw(t, {"inputs": [{"name": "input", "shape": [1, *SAMPLE],
                                                                         "datatype": "FP32", "data": [0.0, 1.0]}]}), ""),
+    ("shm-request-larger-than-region", lambda t: _shm_infer(t, N_BYTES // 2, N_BYTES), "invalid offset + byte size"),
+    ("shm-offset-past-region", lambda t: _shm_infer(t, N_BYTES, N_BYTES, offset=N_BYTES // 2), "invalid offset + byte size"),
     ("http-string-data", lambda t: _http_infer_raw(t, {"inputs": [{"name": "input", "shape": [1, *SAMPLE], "datatype": "FP32",
                                                                    "data": ["__import__('os').system('id')"]}]}), ""),
 ]
