@@ -6,8 +6,8 @@ with our kernels swapped in as `torch.library` custom ops (repo_gen/torch/kernel
 end to end as the server runs them (copy into the bucket, CUDA-graph replay, output copy) in
 alternating rounds, checks the kernels' logits against native, and keeps the kernels only when they
 are faster by KERNEL_MARGIN with the same answers. Why measured, not assumed: custom ops are opaque
-to inductor and break its fusions around them; on the H200 mobilevit_s gained 1.065x at batch 64
-(benchmarks/RESULTS.md), another GPU or model may lose.
+to inductor and break its fusions around them; on the H200 mobilevit_s gained only 1.04-1.07x
+(benchmarks/RESULTS.md, "Served on a GPU"), another GPU or model may lose.
 """
 
 from __future__ import annotations

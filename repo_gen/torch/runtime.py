@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from repo_gen.errors import BuildFailure, UserError
+from repo_gen.torch.kernel_choice import KernelChoice
 from repo_gen.triton.config import ModelConfigSpec
 from repo_gen.triton.models import warmups, write_config_and_labels
 from repo_gen.triton.render import render_template
@@ -346,7 +347,7 @@ def compile_here(meta: dict[str, Any], version_dir: Path, gpu: int, module: Any,
 
 
 def choose_here(meta: dict[str, Any], version_dir: Path, prepared: Any, device: Any, kernel_library: Path | str,
-                tolerance: float, force: bool = False) -> Any:
+                tolerance: float, force: bool = False) -> KernelChoice:
     """Measure our kernels against `prepared` when a library is at hand; with a win, stage them and
     record it in `meta` ("kernels", "plugin_lib", "kernel_choice", "kernel_files")."""
     from repo_gen.log import logger
