@@ -88,18 +88,32 @@ def buckets_for(max_batch: int) -> list[int]:
     return sorted({b for b in DEFAULT_BUCKETS if b < max_batch} | {max_batch})
 
 
-def rebuild_command(cfg: Any) -> str:
+def rebuild_argv(cfg: Any) -> list[str]:
+    """`repo-gen build` of this build's torch models, without `--output`: rebuild.sh adds the repository
+    it sits in, so a moved repository rebuilds in place. The checkpoint and plugin library are files
+    outside the repository and keep their absolute paths."""
     argv = ["repo-gen", "build", "--model", cfg.model, "--runtimes", RUNTIME, "--precisions", ",".join(cfg.precisions),
-            "--max-batch", str(cfg.max_batch), "--image-size", str(cfg.image_size), "--output", str(cfg.output.absolute())]
+            "--max-batch", str(cfg.max_batch), "--image-size", str(cfg.image_size)]
     if cfg.weights is not None:
         argv += ["--weights", str(Path(cfg.weights).absolute())]
+    elif cfg.pretrained:
+        argv.append("--pretrained")
     if cfg.torch_dynamic_batch:
         argv.append("--torch-dynamic-batch")
+    if not cfg.pipeline:
+        argv.append("--no-pipeline")
     if cfg.plugins != "off":  # measure our kernels again on the new GPU
         argv += ["--plugins", cfg.plugins]
     if cfg.trt_plugin_lib is not None:
         argv += ["--plugin-lib", str(Path(cfg.trt_plugin_lib).absolute())]
-    return shlex.join(argv)
+    return argv
+
+
+def rebuild_script(argv: list[str]) -> str:
+    return ("#!/bin/sh\n# Recompile this model's torch.compile artifacts for the GPU and torch of this machine, in the\n"
+            "# model repository this script sits in (<repository>/<model>/<version>/rebuild.sh).\n"
+            'HERE=$(cd "$(dirname "$0")" && pwd)\n'
+            f'exec {shlex.join(argv)} --output "$HERE/../.."\n')
 
 
 _MODULES: dict[tuple, Any] = {}  # the FP32 PyTorch module per (model, weights, seed): loaded once per build
@@ -243,7 +257,9 @@ def write_torch_model(model_dir: Path, name: str, cfg: Any, module: Any, precisi
         "dtype": compute, "device": "cuda" if on_gpu else "cpu", "channels_last": on_gpu, "fold_bn": True,
         "compile_mode": "default" if on_gpu else None, "cuda_graphs": "manual",
         "dynamic_batch": bool(cfg.torch_dynamic_batch), "buckets": buckets, "cache_file": None,
-        "kernels": "native", "rebuild": rebuild_command(cfg), **serving.gpu_identity(gpus[0] if on_gpu else 0),
+        "kernels": "native", **serving.gpu_identity(gpus[0] if on_gpu else 0),
+        "rebuild": f"sh {name}/{cfg.version}/rebuild.sh in the model repository (runs {shlex.join(rebuild_argv(cfg))} "
+                   "--output <that repository>)",
     }
     extra: dict[str, Any] = {"torch": {k: meta[k] for k in ("dtype", "device", "compile_mode", "cuda_graphs", "buckets",
                                                              "torch_version")}}
@@ -259,9 +275,7 @@ def write_torch_model(model_dir: Path, name: str, cfg: Any, module: Any, precisi
         cpu = copy.deepcopy(module).float().eval()
         extra["torch"]["fidelity"] = eval_reference.judge(run_in_chunks(cpu, eval_reference.x, 16))
     (version_dir / serving.META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
-    (version_dir / "rebuild.sh").write_text(
-        "#!/bin/sh\n# Recompile this model's torch.compile artifacts for the GPU and torch of this machine.\n"
-        f"exec {meta['rebuild']}\n")
+    (version_dir / "rebuild.sh").write_text(rebuild_script(rebuild_argv(cfg)))
     (version_dir / "rebuild.sh").chmod(0o755)
 
     inp = inputs[0]

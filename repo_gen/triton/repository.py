@@ -92,7 +92,9 @@ class RepositoryTransaction:
     """
 
     def __init__(self, repo: Path, models: list[str], lock_timeout_s: float = 0.0, keep_versions: bool = True):
-        self.repo = Path(repo).absolute()
+        # Lexically normalized: staging and the commit's renames are computed from the parent of this
+        # path, which for "<repository>/<model>/1/../.." (rebuild.sh) is not the repository's parent.
+        self.repo = Path(os.path.abspath(repo))
         self.planned = [validate_model_name(m) for m in models]
         self.lock_timeout_s = lock_timeout_s
         self.keep_versions = keep_versions

@@ -269,3 +269,13 @@ def test_generated_files_are_not_world_writable(tmp_path):
             bad[rel] = oct(mode)
     assert not bad, bad
     assert stat.S_IMODE(out.stat().st_mode) & 0o022 == 0
+
+
+def test_an_output_path_with_dot_dot_is_the_directory_it_names(tmp_path):
+    """`--output <repo>/<model>/1/../..` (what a torch model's rebuild.sh passes) stages next to the
+    repository, not inside it: the commit's renames failed with EINVAL before."""
+    from repo_gen.triton.repository import RepositoryTransaction
+
+    (tmp_path / "repo" / "m" / "1").mkdir(parents=True)
+    tx = RepositoryTransaction(tmp_path / "repo" / "m" / "1" / ".." / "..", [])
+    assert tx.repo == tmp_path / "repo"

@@ -195,3 +195,27 @@ def test_kernels_are_measured_only_with_plugins_on_and_a_library(tmp_path):
     missing = kernel_library(SimpleNamespace(plugins="auto"), (None, {"exists": False, "note": "not found (build it)"}))
     assert isinstance(missing, str) and "not found (build it)" in missing
     assert kernel_library(SimpleNamespace(plugins="auto"), (lib, {"exists": True})) == lib
+
+
+@pytest.mark.server
+def test_rebuild_script_rebuilds_a_moved_repository_in_place(torch_repo, tmp_path):
+    """rebuild.sh finds its repository from where it sits: a copied repository is rebuilt where it is
+    now, and the original is not touched (no build machine's absolute --output inside)."""
+    import os
+    import subprocess
+    import sys
+
+    repo, _report = torch_repo
+    moved = tmp_path / "elsewhere" / "model_repository"
+    shutil.copytree(repo, moved)
+    script = moved / TORCH_MODEL / "1" / "rebuild.sh"
+    assert str(repo) not in script.read_text()
+    original_meta = repo / TORCH_MODEL / "1" / "torch_meta.json"
+    before = original_meta.stat().st_mtime_ns
+    (moved / TORCH_MODEL / "1" / "torch_meta.json").unlink()
+    env = {**os.environ, "PATH": f"{os.path.dirname(sys.executable)}{os.pathsep}{os.environ.get('PATH', '')}"}
+    done = subprocess.run(["sh", str(script)], env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-2000:]
+    meta = json.loads((moved / TORCH_MODEL / "1" / "torch_meta.json").read_text())
+    assert meta["timm_name"] == TEST_MODEL and "rebuild.sh" in meta["rebuild"]
+    assert original_meta.stat().st_mtime_ns == before
