@@ -285,8 +285,10 @@ def write_torch_model(model_dir: Path, name: str, cfg: Any, module: Any, precisi
         preferred_batch_sizes=[b for b in buckets if b > 1] if on_gpu else [],
         instance_count=instance_count, instance_kind="KIND_GPU" if on_gpu else "KIND_CPU", gpus=list(gpus),
         warmup=warmups(inp, [1]),
-        # GPU inputs stay on the GPU (DLPack) when the client sends them in CUDA shared memory.
-        parameters={"FORCE_CPU_ONLY_INPUT_TENSORS": "no", "output_memory": "host"} if on_gpu else {},
+        # GPU inputs stay on the GPU (DLPack) when the client sends them in CUDA shared memory. Two batches
+        # in flight on the GPU: execute() returns once its batch is launched (templates/torch_model.py.j2).
+        parameters={"FORCE_CPU_ONLY_INPUT_TENSORS": "no", "output_memory": "host", "inflight_batches": "2"} if on_gpu
+        else {"inflight_batches": "1"},
     )
     files = write_config_and_labels(model_dir, spec, labels)
     what = (f"{compute} on the GPU, torch.compile + one CUDA graph per bucket {buckets}" if on_gpu
