@@ -101,8 +101,9 @@ def test_served_torch_model_matches_onnxruntime(torch_repo, tmp_path):
 @pytest.mark.server
 def test_answers_from_a_thread_match_onnxruntime_under_concurrent_clients(torch_repo, tmp_path):
     """`inflight_batches` above 1 (the GPU default): execute() returns before its batch is answered and a
-    thread answers each request through its response sender. Here on the CPU server, with 8 clients at
-    once so batches of several requests form: every client gets the answer to its own input, the model
+    thread answers each request through its response sender. Here on the CPU server, with 4 clients at
+    once so batches of several requests form (at most 4: THREAD_ANSWERS_MAX_REQUESTS, all answered from the
+    thread): every client gets the answer to its own input, the model
     unloads (finalize answers what is in flight), and a bad value is one line at load."""
     _need_tritonserver()
     from concurrent.futures import ThreadPoolExecutor
@@ -140,7 +141,7 @@ def test_answers_from_a_thread_match_onnxruntime_under_concurrent_clients(torch_
             client.close()
             return max_relative_error(ort.run(None, {"input": x})[0], got)
 
-        with ThreadPoolExecutor(8) as pool:
+        with ThreadPoolExecutor(4) as pool:
             errors = list(pool.map(ask, range(24)))
         assert max(errors) <= 1e-4, errors
         assert server.unload_model(TORCH_MODEL)[0] == 200
