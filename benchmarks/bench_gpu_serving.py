@@ -7,8 +7,7 @@ Phases (each writes into `<out>/gpu_serving.json` as it goes, so a run cut short
   serve       tritonserver on that repository with an EMPTY inductor cache dir (only the build's
               artifacts help): start to READY; perf_analyzer at client batch 64 and at client batch 1
               (concurrency 1..128), over CUDA shared memory and over gRPC, p50/p99 and Triton's
-              queue/compute breakdown. With --inflight-ab, the same model answering from execute()
-              (inflight_batches 1) at the same points; with --two-instances, 2 instances on the one GPU.
+              queue/compute breakdown. With --two-instances, also 2 instances on the one GPU.
   inprocess   the same prepared module in this process: eager, torch.compile, compile + CUDA graphs
               (reduce-overhead) at batch 1 / 64 / 256, plus plain eager (no BN folding, NCHW).
   starts      server start to READY --starts times, with the model's load-time breakdown from its log.
@@ -141,8 +140,7 @@ def phase_serve_outputs(res: Results, repo: Path, work: Path) -> None:
         cfg.write_text(text)
 
 
-def phase_serve(res: Results, repo: Path, work: Path, quick: bool, two_instances: bool = False,
-                inflight_ab: bool = False) -> None:
+def phase_serve(res: Results, repo: Path, work: Path, quick: bool, two_instances: bool = False) -> None:
     model = f"{MODEL}_torch_fp16"
     b1 = [1, 8, 32, 64, 96, 128, 160]
     # Client batch 64 at concurrency >= 4: with max batch 128 the batcher merges two requests into one execute.
@@ -151,10 +149,6 @@ def phase_serve(res: Results, repo: Path, work: Path, quick: bool, two_instances
     if quick:  # the two targets' points: full client batches, and batch-1 clients at the best concurrency seen
         plan = [("cuda", 64, 2), ("cuda", 64, 4), ("cuda", 64, 8), ("cuda", 64, 16), ("cuda", 1, 64)]
     serve_once(res, repo, "served", model, work, plan)
-    if inflight_ab:  # the same model answering from execute() (one batch at a time), same points
-        with edited_config(repo / model / "config.pbtxt",
-                           lambda t: re.sub(r'(key: "inflight_batches"\n  value \{ string_value: )"\d+"', r'\1"1"', t)):
-            serve_once(res, repo, "served_inflight1", model, work, plan)
     if two_instances:
         with edited_config(repo / model / "config.pbtxt",
                            lambda t: re.sub(r"instance_group \{\n  count: \d+", "instance_group {\n  count: 2", t, count=1)):
@@ -391,8 +385,6 @@ def main() -> int:
                    help="libmobilevit_plugins.so: the build phase measures our kernels with it, the plugins phase A/Bs them")
     p.add_argument("--quick", action="store_true", help="fewer concurrency points")
     p.add_argument("--two-instances", action="store_true", help="serve phase: also 2 instances on the one GPU")
-    p.add_argument("--inflight-ab", action="store_true",
-                   help="serve phase: also the same model with inflight_batches 1 (answers from execute())")
     p.add_argument("--starts", type=int, default=3, help="starts phase: server starts to time")
     p.add_argument("--runner-batches", default="64,128", help="runner phase: batch buckets")
     p.add_argument("--runner-variants", default=",".join(GRAPH_VARIANTS), help="runner phase: graph variants")
@@ -414,7 +406,7 @@ def main() -> int:
             if phase == "build":
                 phase_build(res, repo, a.max_batch, a.plugin_lib)
             elif phase == "serve":
-                phase_serve(res, repo, work, a.quick, a.two_instances, a.inflight_ab)
+                phase_serve(res, repo, work, a.quick, a.two_instances)
             elif phase == "floor":
                 phase_floor(res, work, a.max_batch)
             elif phase == "starts":

@@ -1,8 +1,8 @@
 """The torch runtime built and served on a CUDA GPU by the real tritonserver: several clients at once,
-each answer checked against eager FP32 PyTorch on the same weights. With inflight_batches 2 (the GPU
-default) execute() returns once its batch is launched and a thread answers it when the GPU is done, so
-an answer handed to the wrong request, or read before its batch finished, shows here. Skipped with the
-reason without a GPU or tritonserver (the CPU path is tests/torch/test_torch_runtime.py)."""
+each answer checked against eager FP32 PyTorch on the same weights, so an answer handed to the wrong
+request, an empty output or a batch read before it finished shows here (it caught an empty-output defect of
+answering from a thread through response senders, RESULTS.md run 12). Skipped with the reason without a
+GPU or tritonserver (the CPU path is tests/torch/test_torch_runtime.py)."""
 
 from __future__ import annotations
 
@@ -51,17 +51,13 @@ def _references(version_dir, xs: list[np.ndarray]) -> list[np.ndarray]:
 def test_concurrent_clients_get_their_own_answers(gpu_repo):
     import tritonclient.grpc as grpcclient
 
-    from repo_gen.triton.render import parse_config
     from repo_gen.triton.server import TritonServer, free_ports
 
-    cfg = parse_config((gpu_repo / MODEL / "config.pbtxt").read_text())
-    assert cfg.parameters["inflight_batches"].string_value == "2"
     inputs = [np.random.default_rng(k).random((1 + k % 3, 3, 256, 256), dtype=np.float32) for k in range(16)]
     refs = _references(gpu_repo / MODEL / "1", inputs)
     server = TritonServer(gpu_repo, ports=free_ports(), models=[MODEL], exit_on_error=True)
     server.start(timeout_s=400)
     with server:
-        assert "inflight batches 2" in server.log_path.read_text(errors="replace")
 
         def ask(x: np.ndarray) -> np.ndarray:
             client = grpcclient.InferenceServerClient(server.grpc_url)
@@ -71,7 +67,7 @@ def test_concurrent_clients_get_their_own_answers(gpu_repo):
             client.close()
             return got.astype(np.float32)
 
-        for _ in range(3):  # rounds of 4 clients at once: batches of up to 4 requests, answered from the thread
+        for _ in range(3):  # rounds of 4 clients at once: the dynamic batcher merges their requests
             with ThreadPoolExecutor(4) as pool:
                 answers = list(pool.map(ask, inputs))
             for ref, got in zip(refs, answers, strict=True):

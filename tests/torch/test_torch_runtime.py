@@ -97,59 +97,6 @@ def test_served_torch_model_matches_onnxruntime(torch_repo, tmp_path):
         assert server.is_ready()
 
 
-
-@pytest.mark.server
-def test_answers_from_a_thread_match_onnxruntime_under_concurrent_clients(torch_repo, tmp_path):
-    """`inflight_batches` above 1 (the GPU default): execute() returns before its batch is answered and a
-    thread answers each request through its response sender. Here on the CPU server, with 4 clients at
-    once so batches of several requests form (at most 4: THREAD_ANSWERS_MAX_REQUESTS, all answered from the
-    thread): every client gets the answer to its own input, the model
-    unloads (finalize answers what is in flight), and a bad value is one line at load."""
-    _need_tritonserver()
-    from concurrent.futures import ThreadPoolExecutor
-
-    import tritonclient.grpc as grpcclient
-
-    from repo_gen.onnx.runner import make_session
-    from repo_gen.triton.server import TritonServer, free_ports
-
-    repo, _ = torch_repo
-    served = tmp_path / "model_repository"
-    shutil.copytree(repo, served, ignore=lambda d, names: [n for n in names if n.startswith(TEST_MODEL) and n != TORCH_MODEL])
-    cfg = served / TORCH_MODEL / "config.pbtxt"
-    text = cfg.read_text()
-    from repo_gen.triton.render import parse_config
-
-    assert parse_config(text).parameters["inflight_batches"].string_value == "1"  # the CPU default: answers from execute()
-    line = 'key: "inflight_batches"\n  value { string_value: "1" }'
-    assert line in text
-    cfg.write_text(text.replace(line, line.replace('"1"', '"2"')))
-    ort = make_session(repo / PY_MODEL / "1" / "model.onnx")
-    server = TritonServer(served, ports=free_ports(), exit_on_error=False)
-    server.start(timeout_s=300)
-    with server:
-        status, message = server.load_model(TORCH_MODEL)
-        assert status == 200, message
-        assert "inflight batches 2" in server.log_path.read_text(errors="replace")
-
-        def ask(k: int) -> float:
-            client = grpcclient.InferenceServerClient(server.grpc_url)
-            x = np.random.default_rng(100 + k).random((1 + k % 3, 3, 256, 256), dtype=np.float32)
-            inp = grpcclient.InferInput("input", list(x.shape), "FP32")
-            inp.set_data_from_numpy(x)
-            got = client.infer(TORCH_MODEL, [inp]).as_numpy("logits")
-            client.close()
-            return max_relative_error(ort.run(None, {"input": x})[0], got)
-
-        with ThreadPoolExecutor(4) as pool:
-            errors = list(pool.map(ask, range(24)))
-        assert max(errors) <= 1e-4, errors
-        assert server.unload_model(TORCH_MODEL)[0] == 200
-        cfg.write_text(text.replace(line, line.replace('"1"', '"0"')))
-        status, message = server.load_model(TORCH_MODEL)
-        assert status != 200 and "inflight_batches is '0'" in message and "1 to 8" in message
-        assert server.is_live()  # the failed load fails alone
-
 def test_gpu_instance_groups_render_and_parse():
     """Instance groups across GPUs go through Triton's own schema (model_config_pb2)."""
     from repo_gen.triton.config import ModelConfigSpec, TensorSpec
