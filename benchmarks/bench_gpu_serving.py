@@ -356,6 +356,7 @@ def table(data: dict) -> str:
     for r in data.get("runner", []):
         lines.append(f"runner {r['graphs']:14} b{r['batch']:<4} {r['ms']:.3f} ms ({r['img_s']} img/s) back to back, "
                      f"{r['ms_synced_host_out']:.3f} ms ({r['img_s_synced']} img/s) synced")
+    # served_inflight1: the execute()-answered rows of runs 10 and 12 (thread-answer experiment, RESULTS.md)
     for key in ("served", "served_inflight1", "served_2inst", "served_out_host", "served_out_device", "floor"):
         if f"{key}_start_to_ready_s" in data:
             lines.append(f"{key}: start to READY {data[f'{key}_start_to_ready_s']} s")
