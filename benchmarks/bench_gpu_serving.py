@@ -147,7 +147,7 @@ def phase_serve(res: Results, repo: Path, work: Path, quick: bool, two_instances
     if two_instances:
         with edited_config(repo / model / "config.pbtxt",
                            lambda t: re.sub(r"instance_group \{\n  count: \d+", "instance_group {\n  count: 2", t, count=1)):
-            serve_once(res, repo, "served_2inst", model, work, [("cuda", 64, 4), ("cuda", 64, 8), ("cuda", 1, 64)])
+            serve_once(res, repo, "served_2inst", model, work, [("cuda", 64, 2), ("cuda", 64, 4), ("cuda", 64, 8), ("cuda", 64, 16), ("cuda", 1, 64)])
 
 
 @contextlib.contextmanager

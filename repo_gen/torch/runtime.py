@@ -348,7 +348,7 @@ def compile_here(meta: dict[str, Any], version_dir: Path, gpu: int, module: Any,
         reference = copy.deepcopy(module).float()
         reference.train(False)
         ref = reference(x)
-    # In chunks of the largest bucket: a build with --max-batch below 16 has no bucket for all 16.
+    # In chunks of the largest bucket (the runner would split any batch; chunks bound the memory).
     got = torch.from_numpy(run_in_chunks(lambda t: runner(t.to(device)), x.numpy(), runner.buckets[-1]))
     rel_l2 = float((got - ref).norm() / ref.norm())
     top1 = float((got.argmax(1) == ref.argmax(1)).float().mean())

@@ -219,3 +219,39 @@ def test_rebuild_script_rebuilds_a_moved_repository_in_place(torch_repo, tmp_pat
     meta = json.loads((moved / TORCH_MODEL / "1" / "torch_meta.json").read_text())
     assert meta["timm_name"] == TEST_MODEL and "rebuild.sh" in meta["rebuild"]
     assert original_meta.stat().st_mtime_ns == before
+
+
+def test_bucket_runner_splits_a_batch_into_its_cheapest_pieces():
+    """A merged batch between buckets runs as bucket-sized pieces instead of padding to the next bucket
+    (two 64-image requests in a 256 bucket would cost twice their work), and the pieces' outputs are the
+    whole batch's, in order."""
+    torch = pytest.importorskip("torch")
+    from repo_gen.torch.serving import BucketRunner
+
+    torch.manual_seed(0)
+    module = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+                                 torch.nn.Linear(4, 5)).eval()
+    meta = {"dtype": "fp32", "buckets": [1, 8, 32, 64, 256], "image_size": 16}
+    runner = BucketRunner(module, meta, torch.device("cpu"))
+    assert runner.plan(128) == [64, 64]  # not one padded 256
+    assert runner.plan(65) == [64, 1]  # not one padded 256
+    assert runner.plan(256) == [256] and runner.plan(64) == [64] and runner.plan(3) == [3]
+    assert runner.plan(600)[:2] == [256, 256]
+    assert all(sum(runner.plan(n)) == n for n in range(1, 700))
+    # Measured costs decide: if the 256 bucket were as cheap per call as one 64, 128 rows would pad into it.
+    runner.cost[256] = runner.cost[64]
+    runner._plans.clear()
+    assert runner.plan(128) == [128]
+    x = torch.rand(70, 3, 16, 16)
+    runner.cost = {b: float(b + 8) for b in runner.buckets}
+    runner._plans.clear()
+    assert runner.plan(70) == [64, 6]
+    with torch.inference_mode():
+        want = module(x)
+        assert torch.allclose(runner(x), want, atol=1e-6)  # eager: one call, no padding
+        runner.fn = torch.nn.Sequential(module)  # as a compiled module is: bucket buffers and pieces
+        # Three requests merged: pieces 64 + 6 cross the requests' boundaries.
+        assert torch.allclose(runner([x[:30], x[30:67], x[67:]]), want, atol=1e-6)
+        assert torch.allclose(runner(x[:9]), want[:9], atol=1e-6)
+    with pytest.raises(ValueError, match="at least 1"):
+        runner.plan(0)
