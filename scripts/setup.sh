@@ -46,4 +46,10 @@ if [ ! -x "$PA_DIR/perf_analyzer" ]; then
   chmod 755 "$PA_DIR/perf_analyzer"
   rm -rf "$tmp"
 fi
+# numpy 2 for one test only (tests/triton/test_numpy2_stub.py): the python-backend stub of tritonserver
+# 2.51 with numpy 2 in its environment, as on the GPU machine. Downloaded, never installed in .venv.
+NP2_DIR=.venv/opt/numpy2
+if ! ls "$NP2_DIR"/numpy-2*.whl >/dev/null 2>&1; then
+  .venv/bin/python -m pip download -q --no-deps --only-binary=:all: -d "$NP2_DIR" numpy==2.1.3
+fi
 echo "setup: ok ($ROOT/.venv)"

@@ -48,30 +48,62 @@ def _references(version_dir, xs: list[np.ndarray]) -> list[np.ndarray]:
         return [module(torch.from_numpy(x)).numpy() for x in xs]
 
 
-def test_concurrent_clients_get_their_own_answers(gpu_repo):
+def _with_outputs_on_device(repo) -> str:
+    """A copy of the built model that hands its outputs back as CUDA tensors (`output_memory` "device")."""
+    import shutil
+
+    name = f"{MODEL}_devout"
+    shutil.copytree(repo / MODEL, repo / name)
+    cfg = repo / name / "config.pbtxt"
+    text = cfg.read_text()
+    edited = text.replace(f'name: "{MODEL}"', f'name: "{name}"').replace('string_value: "host"', 'string_value: "device"')
+    assert edited.count('string_value: "device"') == 1 and f'name: "{name}"' in edited
+    cfg.write_text(edited)
+    return name
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+def test_concurrent_clients_get_their_own_answers(gpu_repo, protocol):
+    """Both output paths (one host copy per batch, the default; CUDA tensors through DLPack), over gRPC and
+    HTTP without shared memory: what a plain client gets back."""
     import tritonclient.grpc as grpcclient
+    import tritonclient.http as httpclient
 
     from repo_gen.triton.server import TritonServer, free_ports
 
+    client_mod = grpcclient if protocol == "grpc" else httpclient
     inputs = [np.random.default_rng(k).random((1 + k % 3, 3, 256, 256), dtype=np.float32) for k in range(16)]
     refs = _references(gpu_repo / MODEL / "1", inputs)
-    server = TritonServer(gpu_repo, ports=free_ports(), models=[MODEL], exit_on_error=True)
+    device_out = f"{MODEL}_devout"
+    if not (gpu_repo / device_out).is_dir():
+        _with_outputs_on_device(gpu_repo)
+    server = TritonServer(gpu_repo, ports=free_ports(), models=[MODEL, device_out], exit_on_error=True)
     server.start(timeout_s=400)
+    failures = []
     with server:
+        for model in (MODEL, device_out):
 
-        def ask(x: np.ndarray) -> np.ndarray:
-            client = grpcclient.InferenceServerClient(server.grpc_url)
-            inp = grpcclient.InferInput("input", list(x.shape), "FP32")
-            inp.set_data_from_numpy(x)
-            got = client.infer(MODEL, [inp]).as_numpy("logits")
-            client.close()
-            return got.astype(np.float32)
+            def ask(x: np.ndarray, model: str = model) -> np.ndarray:
+                client = client_mod.InferenceServerClient(server.grpc_url if protocol == "grpc" else server.http_url)
+                inp = client_mod.InferInput("input", list(x.shape), "FP32")
+                inp.set_data_from_numpy(x)
+                try:
+                    got = client.infer(model, [inp]).as_numpy("logits")
+                except Exception as e:  # e.g. an empty output: "cannot reshape array of size 0"
+                    return f"{type(e).__name__}: {e}"
+                finally:
+                    client.close()
+                return got.astype(np.float32)
 
-        for _ in range(3):  # rounds of 4 clients at once: the dynamic batcher merges their requests
-            with ThreadPoolExecutor(4) as pool:
-                answers = list(pool.map(ask, inputs))
-            for ref, got in zip(refs, answers, strict=True):
-                assert got.shape == ref.shape
-                rel_l2 = float(np.linalg.norm(got - ref) / np.linalg.norm(ref))
-                assert rel_l2 < 2e-2, rel_l2  # FP16 vs FP32; another request's answer is ~1.4
+            for _ in range(3):  # rounds of 4 clients at once: the dynamic batcher merges their requests
+                with ThreadPoolExecutor(4) as pool:
+                    answers = list(pool.map(ask, inputs))
+                for ref, got in zip(refs, answers, strict=True):
+                    if isinstance(got, str) or got.shape != ref.shape:
+                        failures.append(f"{model} over {protocol}: {got if isinstance(got, str) else got.shape}")
+                        continue
+                    rel_l2 = float(np.linalg.norm(got - ref) / np.linalg.norm(ref))
+                    if not rel_l2 < 2e-2:  # FP16 vs FP32; another request's answer is ~1.4
+                        failures.append(f"{model} over {protocol}: relative L2 {rel_l2:.3g}")
         assert server.is_ready()
+    assert not failures, f"{len(failures)} wrong answers, first: {failures[:3]}"
