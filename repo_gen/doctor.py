@@ -77,6 +77,10 @@ def _server_checks() -> list[Check]:
         missing = [b for b in ("onnxruntime", "tensorrt", "python") if b not in backends]
         out.append(Check("triton backends", bool(backends), ", ".join(backends) or "none",
                          f"missing {', '.join(missing)}: use the NGC tritonserver image for them" if missing else ""))
+        if "python" in backends:
+            import numpy
+
+            out.append(stub_numpy_row(version, numpy.__version__))
     except MissingDependency:
         out.append(Check("tritonserver", False, "not found", INSTALL_TRITON))
     try:
@@ -88,6 +92,21 @@ def _server_checks() -> list[Check]:
     except MissingDependency:
         out.append(Check("perf_analyzer", False, "not found", INSTALL_PERF))
     return out
+
+
+def stub_numpy_row(triton_version: str, numpy_version: str) -> Check:
+    """The numpy the python-backend stubs will import (this python's: repo-gen starts tritonserver with
+    it first on PATH). tritonserver 2.51's stub was built for numpy 1: under numpy 2 it sends numpy-built
+    outputs with 0 bytes, reads inputs with every row as the first and dies on BYTES tensors (found on the
+    H200, benchmarks/RESULTS.md). repo-gen's numeric python models use DLPack there; its image
+    pre-processing models refuse to load."""
+    major = int(numpy_version.split(".")[0])
+    if major < 2 or not triton_version.startswith("2.51"):
+        return Check("python backend numpy", True, f"numpy {numpy_version} for the stubs")
+    return Check("python backend numpy", False,
+                 f"numpy {numpy_version} for the stubs of tritonserver {triton_version} (built for numpy 1): the generated "
+                 "numeric python models work through DLPack, the image pre-processing models (BYTES inputs) will not load",
+                 "pip install 'numpy<2' in the python that starts tritonserver (scripts/setup.sh pins numpy<2)")
 
 
 def _triton_version(binary: Path) -> str:

@@ -90,3 +90,12 @@ def test_serve_problems_name_the_missing_backend(tmp_path):
     assert any("no tensorrt backend" in p and "a_trt_fp16" in p for p in problems)
     assert any("/nope/lib.so" in p for p in problems)
     assert any("no plan built yet" in p for p in problems)
+
+
+def test_doctor_flags_numpy2_for_the_python_backend_stub():
+    """tritonserver 2.51's stub with numpy 2 sends empty outputs (tests/triton/test_numpy2_stub.py shows the
+    served effect); doctor names it with the fix, and stays quiet for numpy 1 or another server."""
+    bad = doctor.stub_numpy_row("2.51.0", "2.1.3")
+    assert not bad.ok and "numpy 2.1.3" in bad.detail and "pre-processing" in bad.detail and "numpy<2" in bad.fix
+    assert doctor.stub_numpy_row("2.51.0", "1.26.4").ok
+    assert doctor.stub_numpy_row("2.60.0", "2.1.3").ok
