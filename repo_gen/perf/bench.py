@@ -209,6 +209,7 @@ def _ready_on_server(url: str, protocol: str) -> list[str]:
 def run_bench(cfg: BenchConfig) -> BenchResult:
     """Run the sweep and write every output (see module docstring). Raises BuildFailure when the
     server dies; what was measured before stays in `cfg.output`."""
+    from repo_gen.perf.answer_check import check_answers
     from repo_gen.perf.input_data import write_input_data
 
     t0 = time.perf_counter()
@@ -248,6 +249,11 @@ def run_bench(cfg: BenchConfig) -> BenchResult:
     try:
         analyzer = Analyzer(url, out / "raw", cfg.settings, server_alive=alive)
         for model in models:
+            wrong = check_answers(url, cfg.settings.protocol, model)
+            if wrong:  # perf_analyzer never reads answers: measuring this model would measure a broken one
+                logger.warning(f"{wrong}; not measured")
+                result.problems.append(f"{wrong}; not measured")
+                continue
             data_arg = write_input_data(out / "input_data" / f"{model}.json", cfg.repo / model,
                                         manifest[model].data if model in manifest else None, cfg.input_data, images_dir=cfg.images_dir)
             mb = variants[model].max_batch_size

@@ -37,6 +37,17 @@ class TritonPythonModel:
         return [pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor.from_dlpack("major", major[i : i + 1].copy())])
                 for i in range(len(requests))]
 """
+# The way outputs were built before: under numpy 2 it reaches clients with 0 bytes of data.
+NUMPY_OUTPUT = "numpy_output"
+NUMPY_OUTPUT_CODE = """import numpy as np
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def execute(self, requests):
+        return [pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor("major", np.ones((1, 1), np.int32))])
+                for _ in requests]
+"""
 CANARY_CONFIG = f"""name: "{CANARY}"
 backend: "python"
 max_batch_size: 1
@@ -64,6 +75,7 @@ def test_python_models_answer_with_numpy2_in_the_stub(fp32_repo, tmp_path, numpy
     import tritonclient.grpc as grpcclient
 
     from repo_gen.onnx.runner import make_session
+    from repo_gen.perf.answer_check import check_answers
     from repo_gen.triton.server import TritonServer, free_ports
 
     served = tmp_path / "model_repository"
@@ -72,10 +84,13 @@ def test_python_models_answer_with_numpy2_in_the_stub(fp32_repo, tmp_path, numpy
     (served / CANARY / "1").mkdir(parents=True)
     (served / CANARY / "1" / "model.py").write_text(CANARY_CODE)
     (served / CANARY / "config.pbtxt").write_text(CANARY_CONFIG)
+    (served / NUMPY_OUTPUT / "1").mkdir(parents=True)
+    (served / NUMPY_OUTPUT / "1" / "model.py").write_text(NUMPY_OUTPUT_CODE)
+    (served / NUMPY_OUTPUT / "config.pbtxt").write_text(CANARY_CONFIG.replace(CANARY, NUMPY_OUTPUT))
     install = dataclasses.replace(install, env={**install.env, "PATH": numpy2_path})
     x = np.random.default_rng(0).random((3, 3, 256, 256), dtype=np.float32)
     want = make_session(served / PY_MODEL / "1" / "model.onnx").run(None, {"input": x})[0]
-    server = TritonServer(served, ports=free_ports(), models=[PY_MODEL, CANARY], exit_on_error=True, install=install)
+    server = TritonServer(served, ports=free_ports(), models=[PY_MODEL, CANARY, NUMPY_OUTPUT], exit_on_error=True, install=install)
     server.start(timeout_s=180)
     with server:
         client = grpcclient.InferenceServerClient(server.grpc_url)
@@ -86,4 +101,9 @@ def test_python_models_answer_with_numpy2_in_the_stub(fp32_repo, tmp_path, numpy
         inp.set_data_from_numpy(x)
         got = client.infer(PY_MODEL, [inp]).as_numpy("logits")  # raised "cannot reshape array of size 0" before
         client.close()
+        # What `repo-gen bench` asks before measuring a model (perf_analyzer never reads answers).
+        for protocol, url in (("grpc", server.grpc_url), ("http", server.http_url)):
+            assert check_answers(url, protocol, PY_MODEL) is None
+            wrong = check_answers(url, protocol, NUMPY_OUTPUT)
+            assert wrong is not None and "without its data" in wrong, wrong
     assert got.shape == want.shape and max_relative_error(want, got) <= 1e-4
