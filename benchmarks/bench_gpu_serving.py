@@ -119,6 +119,12 @@ def serve_once(res: Results, repo: Path, key: str, model: str, work: Path, plan)
         ready = round(time.perf_counter() - t0, 1)
         res.put(f"{key}_start_to_ready_s", ready)
         print(f"{key}: start to READY {ready} s", flush=True)
+        from repo_gen.perf.answer_check import check_answers
+
+        wrong = check_answers(server.grpc_url, "grpc", model) if plan else None
+        if wrong:  # perf_analyzer never reads answers: figures of a model answering empty would be void
+            res.put(f"{key}_answers", wrong)
+            raise RuntimeError(wrong)
         perf_points(res, key, server, model, work, plan)
     finally:
         server.stop()
@@ -165,10 +171,9 @@ def edited_config(cfg: Path, edit):
 
 
 FLOOR_MODEL = "floor_passthrough"
-FLOOR_CODE = '''import numpy as np
-import torch
+FLOOR_CODE = '''import torch
 import triton_python_backend_utils as pb_utils
-from torch.utils.dlpack import from_dlpack
+from torch.utils.dlpack import from_dlpack, to_dlpack
 
 
 class TritonPythonModel:
@@ -182,8 +187,9 @@ class TritonPythonModel:
         xs = [from_dlpack(pb_utils.get_input_tensor_by_name(r, "{input}").to_dlpack()) for r in requests]
         sums = [x.to(self.device, non_blocking=True).sum() for x in xs]
         torch.cuda.current_stream(self.device).synchronize()
-        return [pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor(
-            "{output}", np.zeros((x.shape[0], {classes}), np.float32))]) for x, _ in zip(xs, sums)]
+        # Through DLPack, as the torch model: numpy-built outputs arrive empty with numpy 2 in the stub.
+        return [pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor.from_dlpack(
+            "{output}", to_dlpack(torch.zeros((x.shape[0], {classes}))))]) for x, _ in zip(xs, sums)]
 '''
 
 
