@@ -127,6 +127,15 @@ def print_started(server, host: str, serve: list[str], left_out: list) -> None:
             logger.error(f"{m} is not ready: {states.get(m, {}).get('state', 'unknown')} "
                          f"{states.get(m, {}).get('reason', '')} (server log: {server.log_path})")
     console.print(f"ready: {len(ready)} model(s): {', '.join(ready)}")
+    from repo_gen.perf.answer_check import check_answers
+
+    for m in ready:  # one request each: a model answering empty is named now, not by its users
+        try:
+            wrong = check_answers(server.grpc_url, "grpc", m, timeout_s=30)
+        except Exception as e:  # the check must never stop a healthy server
+            wrong = f"{m}: could not check an answer ({type(e).__name__}: {str(e)[:120]})"
+        if wrong:
+            logger.error(wrong)
     reasons: dict[str, list[str]] = {}
     for c in left_out:
         reasons.setdefault(c.reason, []).append(c.name)
