@@ -12,14 +12,13 @@ from typing import Any
 
 import numpy as np
 
-_NUMPY_DTYPES = {"TYPE_FP32": np.float32, "TYPE_FP16": np.float16, "TYPE_FP64": np.float64, "TYPE_INT8": np.int8,
-                 "TYPE_UINT8": np.uint8, "TYPE_INT32": np.int32, "TYPE_INT64": np.int64}
-
 
 def check_answers(url: str, protocol: str, model: str, timeout_s: float = 60.0) -> str | None:
     """None when one batch-1 request with random inputs gets every configured output with all its data
     (and finite values where floating point); otherwise one line saying what is wrong. A model with a
     non-numeric input (encoded images) is not checked here: None."""
+    from tritonclient.utils import triton_to_np_dtype
+
     if protocol == "grpc":
         import tritonclient.grpc as client_mod
     else:
@@ -33,12 +32,13 @@ def check_answers(url: str, protocol: str, model: str, timeout_s: float = 60.0) 
         rng = np.random.default_rng(0)
         inputs = []
         for spec in cfg.get("input", []):
-            dtype = _NUMPY_DTYPES.get(spec.get("data_type", ""))
-            if dtype is None:
+            triton_dtype = spec.get("data_type", "").removeprefix("TYPE_")
+            dtype = triton_to_np_dtype(triton_dtype)
+            if dtype is None or triton_dtype in ("BYTES", "STRING", "BF16"):  # encoded images; BF16 has no numpy type
                 return None
             shape = ([1] if batched else []) + [max(1, int(d)) for d in spec.get("dims", [])]
             x = (rng.random(shape) if np.issubdtype(dtype, np.floating) else rng.integers(0, 2, shape)).astype(dtype)
-            inp = client_mod.InferInput(spec["name"], shape, spec["data_type"].removeprefix("TYPE_"))
+            inp = client_mod.InferInput(spec["name"], shape, triton_dtype)
             inp.set_data_from_numpy(x)
             inputs.append(inp)
         try:

@@ -1,7 +1,7 @@
 """Our python-backend models served with numpy 2 in the stub's environment (the GPU machine's python has
 numpy 2). With tritonserver 2.51's stub (nvidia-pytriton 0.7.0), an output built as
 pb_utils.Tensor(name, numpy_array) then reaches the client with its shape and 0 bytes of data; the
-generated models hand outputs over through DLPack instead (templates/_output_tensor.py.j2).
+generated models hand outputs over through DLPack instead (templates/_numpy_io.py.j2).
 
 The stub runs the python whose bin comes first on PATH (repo_gen.tools): here a throwaway venv holding
 the numpy 2 wheel scripts/setup.sh downloads, with this venv's packages behind it."""
