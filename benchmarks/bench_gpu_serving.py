@@ -7,7 +7,8 @@ Phases (each writes into `<out>/gpu_serving.json` as it goes, so a run cut short
   serve       tritonserver on that repository with an EMPTY inductor cache dir (only the build's
               artifacts help): start to READY; perf_analyzer at client batch 64 and at client batch 1
               (concurrency 1..128), over CUDA shared memory and over gRPC, p50/p99 and Triton's
-              queue/compute breakdown. With --two-instances, also 2 instances on the one GPU.
+              queue/compute breakdown. --serve-configs serves other instance counts / output memory in turn
+              (e.g. 1xhost,2xhost,2xdevice; --two-instances = 1xhost,2xhost).
   inprocess   the same prepared module in this process: eager, torch.compile, compile + CUDA graphs
               (reduce-overhead) at batch 1 / 64 / 256, plus plain eager (no BN folding, NCHW).
   starts      server start to READY --starts times, with the model's load-time breakdown from its log.
@@ -132,16 +133,12 @@ def serve_once(res: Results, repo: Path, key: str, model: str, work: Path, plan)
         os.environ.pop("TORCHINDUCTOR_CACHE_DIR", None)
 
 
-def phase_serve_outputs(res: Results, repo: Path, work: Path) -> None:
-    """Outputs handed back as CUDA tensors (DLPack) vs one host copy per batch (the default)."""
-    model = f"{MODEL}_torch_fp16"
-    plan = [("cuda", 64, 2), ("cuda", 1, 128)]
-    serve_once(res, repo, "served_out_host", model, work, plan)  # the build's default
-    with edited_config(repo / model / "config.pbtxt", lambda t: t.replace('string_value: "host"', 'string_value: "device"')):
-        serve_once(res, repo, "served_out_device", model, work, plan)
+def serve_key(instances: int, output_memory: str) -> str:
+    return "served" + ("" if instances == 1 else f"_{instances}inst") + ("" if output_memory == "host" else "_devout")
 
 
-def phase_serve(res: Results, repo: Path, work: Path, quick: bool, two_instances: bool = False) -> None:
+def phase_serve(res: Results, repo: Path, work: Path, quick: bool, configs: list[tuple[int, str]]) -> None:
+    """Each (instances, output memory) config served in turn; the build's config.pbtxt is edited for it and restored."""
     model = f"{MODEL}_torch_fp16"
     b1 = [1, 8, 32, 64, 96, 128, 160]
     # Client batch 64 at concurrency >= 4: with max batch 128 the batcher merges two requests into one execute.
@@ -149,11 +146,21 @@ def phase_serve(res: Results, repo: Path, work: Path, quick: bool, two_instances
         [("cuda", 1, c) for c in b1] + [("grpc", 1, 64)]
     if quick:  # the two targets' points: full client batches, and batch-1 clients at the best concurrency seen
         plan = [("cuda", 64, 2), ("cuda", 64, 4), ("cuda", 64, 8), ("cuda", 64, 16), ("cuda", 1, 64)]
-    serve_once(res, repo, "served", model, work, plan)
-    if two_instances:
-        with edited_config(repo / model / "config.pbtxt",
-                           lambda t: re.sub(r"instance_group \{\n  count: \d+", "instance_group {\n  count: 2", t, count=1)):
-            serve_once(res, repo, "served_2inst", model, work, [("cuda", 64, 2), ("cuda", 64, 4), ("cuda", 64, 8), ("cuda", 64, 16), ("cuda", 1, 64)])
+
+    def edit(instances: int, output_memory: str):
+        def apply(t: str) -> str:
+            t = re.sub(r"instance_group \{\n  count: \d+", f"instance_group {{\n  count: {instances}", t, count=1)
+            return t.replace('string_value: "host"', f'string_value: "{output_memory}"')
+        return apply
+
+    cfg = repo / model / "config.pbtxt"
+    for instances, output_memory in configs:
+        key = serve_key(instances, output_memory)
+        if edit(instances, output_memory)(cfg.read_text()) == cfg.read_text():  # the build's own config
+            serve_once(res, repo, key, model, work, plan)
+            continue
+        with edited_config(cfg, edit(instances, output_memory)):
+            serve_once(res, repo, key, model, work, plan)
 
 
 @contextlib.contextmanager
@@ -358,7 +365,8 @@ def table(data: dict) -> str:
         lines.append(f"runner {r['graphs']:14} b{r['batch']:<4} {r['ms']:.3f} ms ({r['img_s']} img/s) back to back, "
                      f"{r['ms_synced_host_out']:.3f} ms ({r['img_s_synced']} img/s) synced")
     # served_inflight1: the execute()-answered rows of runs 10 and 12 (thread-answer experiment, RESULTS.md)
-    for key in ("served", "served_inflight1", "served_2inst", "served_out_host", "served_out_device", "floor"):
+    served = sorted(k for k in data if k.startswith("served") and isinstance(data[k], list))
+    for key in dict.fromkeys(served + ["floor"]):
         if f"{key}_start_to_ready_s" in data:
             lines.append(f"{key}: start to READY {data[f'{key}_start_to_ready_s']} s")
         for r in data.get(key, []):
@@ -386,7 +394,11 @@ def main() -> int:
     p.add_argument("--plugin-lib", default=None,
                    help="libmobilevit_plugins.so: the build phase measures our kernels with it, the plugins phase A/Bs them")
     p.add_argument("--quick", action="store_true", help="fewer concurrency points")
-    p.add_argument("--two-instances", action="store_true", help="serve phase: also 2 instances on the one GPU")
+    p.add_argument("--two-instances", action="store_true", help="serve phase: also 2 instances on the one GPU "
+                   "(= --serve-configs 1xhost,2xhost)")
+    p.add_argument("--serve-configs", default=None,
+                   help="serve phase: <instances>x<output memory> configs to serve in turn, e.g. 1xhost,2xhost,2xdevice "
+                        "(default 1xhost)")
     p.add_argument("--starts", type=int, default=3, help="starts phase: server starts to time")
     p.add_argument("--runner-batches", default="64,128", help="runner phase: batch buckets")
     p.add_argument("--runner-variants", default=",".join(GRAPH_VARIANTS), help="runner phase: graph variants")
@@ -400,6 +412,13 @@ def main() -> int:
     repo = a.repo or Path(tempfile.gettempdir()) / "gpu_repo"
     work = Path(tempfile.gettempdir()) / "gpu_serving_work"
     work.mkdir(parents=True, exist_ok=True)
+    spec = a.serve_configs or ("1xhost,2xhost" if a.two_instances else "1xhost")
+    serve_configs = []
+    for item in spec.split(","):
+        count, _, memory = item.strip().partition("x")
+        if not count.isdigit() or memory not in ("host", "device"):
+            p.error(f"--serve-configs: {item!r} is not <instances>x<host|device>, e.g. 2xdevice")
+        serve_configs.append((int(count), memory))
     res.put("machine", machine())
     ok = True
     for phase in [x.strip() for x in a.phases.split(",") if x.strip()]:
@@ -408,7 +427,7 @@ def main() -> int:
             if phase == "build":
                 phase_build(res, repo, a.max_batch, a.plugin_lib)
             elif phase == "serve":
-                phase_serve(res, repo, work, a.quick, a.two_instances)
+                phase_serve(res, repo, work, a.quick, serve_configs)
             elif phase == "floor":
                 phase_floor(res, work, a.max_batch)
             elif phase == "starts":
@@ -416,8 +435,6 @@ def main() -> int:
             elif phase == "runner":
                 GRAPH_VARIANTS[:] = a.runner_variants.split(",")
                 phase_runner(res, [int(b) for b in a.runner_batches.split(",")])
-            elif phase == "serve_outputs":
-                phase_serve_outputs(res, repo, work)
             elif phase == "inprocess":
                 phase_inprocess(res, [int(b) for b in a.batches.split(",")])
             elif phase == "plugins":

@@ -29,6 +29,10 @@ ALL_RUNTIMES = (*RUNTIMES, "torch")
 # instance computes while the first waits (the cores are shared between them, see the template).
 # mobilevit_xxs at concurrency 8 on 2 cores: 119 vs 97 infer/s (benchmarks/RESULTS.md, Foundation).
 DEFAULT_INSTANCES = {"onnx": 1, "py": 2, "trt": 1, "torch": 1}
+# The torch runtime on a GPU: two instances per GPU, so one instance's host work (Triton's request hand-over, the
+# stub's Python, the output copy) overlaps the other's graph replay. H200, mobilevit_s FP16, CUDA shm, one lease
+# (benchmarks/RESULTS.md run 16): client batch 64 at c2 / c16 14,024 / 15,513 img/s vs 12,745 / 14,662 with one.
+TORCH_GPU_INSTANCES = 2
 TRITON_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 # A container image reference: [registry[:port]/]path[:tag][@digest], no spaces or shell characters.
 IMAGE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:@+-]{0,254}$")

@@ -6,12 +6,13 @@
 #               geventhttpclient: without it the server's readiness check never answers)
 #             (for the target's Python), and copy repo_gen/ templates/ benchmarks/ plugins/ scripts/ into .devcarry/
 #   2. there: cd .devcarry && OUT=/some/dir bash scripts/run_gpu_bench.sh [PHASES]
-# PHASES (default all): build,serve,serve_outputs,inprocess,plugins,kernels. Results: $OUT/gpu_serving.json,
+# PHASES (default all): build,serve,inprocess,plugins,kernels; the serve phase serves SERVE_CONFIGS in turn
+# (default 2xhost,1xhost,2xdevice: the build's 2 instances, 1 instance, outputs left on the GPU). Results: $OUT/gpu_serving.json,
 # $OUT/log.txt, $OUT/kernels/ (bench_kernels), server logs. NVLink multicast stays off in every process.
 set -o pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-benchmarks/out/gpu}"
-PHASES="${1:-build,serve,serve_outputs,inprocess,plugins,kernels}"
+PHASES="${1:-build,serve,inprocess,plugins,kernels}"
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
 if ls whl/*.whl >/dev/null 2>&1; then
@@ -35,7 +36,8 @@ fi
   main=$(echo "$PHASES" | tr ',' '\n' | grep -v -x -E "plugins|kernels" | paste -sd, -)
   with_lib=(); [ -f "$lib" ] && with_lib=(--plugin-lib "$lib")
   if [ -n "$main" ]; then
-    timeout "${BENCH_TIMEOUT:-400}" python3 benchmarks/bench_gpu_serving.py --out "$OUT" --phases "$main" "${with_lib[@]}"
+    timeout "${BENCH_TIMEOUT:-400}" python3 benchmarks/bench_gpu_serving.py --out "$OUT" --phases "$main" "${with_lib[@]}" \
+      --serve-configs "${SERVE_CONFIGS:-2xhost,1xhost,2xdevice}"
   fi
   if has plugins && [ -f "$lib" ]; then
     timeout "${PLUGINS_TIMEOUT:-90}" python3 benchmarks/bench_gpu_serving.py --out "$OUT" --phases plugins --plugin-lib "$lib"

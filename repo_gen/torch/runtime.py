@@ -121,7 +121,7 @@ _MODULES: dict[tuple, Any] = {}  # the FP32 PyTorch module per (model, weights, 
 
 def write_torch_request(req: Any) -> Any:
     """The runtime table's writer (`repo_gen.runtimes`): WriteRequest -> WrittenModel."""
-    from repo_gen.config import DEFAULT_INSTANCES
+    from repo_gen.config import DEFAULT_INSTANCES, TORCH_GPU_INSTANCES
     from repo_gen.results import WrittenModel
     from repo_gen.torch.loader import load_model
 
@@ -130,9 +130,10 @@ def write_torch_request(req: Any) -> Any:
     if key not in _MODULES:
         _MODULES.clear()
         _MODULES[key] = load_model(cfg.spec, cfg.weights, cfg.pretrained, cfg.seed).module
+    gpus = resolve_gpus(cfg.gpus)
+    count = cfg.instance_count or (TORCH_GPU_INSTANCES if gpus else DEFAULT_INSTANCES["torch"])
     result = write_torch_model(req.model_dir, req.name, cfg, _MODULES[key], req.variant.precision, req.labels,
-                               req.inputs, req.outputs, cfg.instance_count or DEFAULT_INSTANCES["torch"],
-                               resolve_gpus(cfg.gpus), cfg.torch_dtype, eval_reference=eval_reference(req),
+                               req.inputs, req.outputs, count, gpus, cfg.torch_dtype, eval_reference=eval_reference(req),
                                kernel_library=kernel_library(cfg, req.plugin_library))
     status, reason = result.status, result.reason
     torch_extra = result.extra.get("torch", {})

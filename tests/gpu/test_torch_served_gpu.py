@@ -33,6 +33,14 @@ def gpu_repo(tmp_path_factory):
                                pipeline=False))
     (entry,) = [e for e in report.entries if e.name == MODEL]
     assert entry.status == "ready", entry.status_reason
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+
+    from repo_gen.config import TORCH_GPU_INSTANCES
+
+    cfg = text_format.Parse((out / MODEL / "config.pbtxt").read_text(), model_config_pb2.ModelConfig())
+    # the default on a GPU: TORCH_GPU_INSTANCES per GPU, so the clients below reach both instances at once
+    assert [g.count for g in cfg.instance_group] == [TORCH_GPU_INSTANCES]
     return out
 
 
