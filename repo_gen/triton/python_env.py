@@ -36,6 +36,8 @@ def requirements_text(python_models: list[str]) -> str:
         "# EXECUTION_ENV_PATH parameter (Triton python_backend README, 'Using Custom Python Execution Environments').",
         "# Pinned to the versions this repository was built and checked with.",
         *[f"{name}=={version}" for name, version in pinned_versions().items()],
+        "# numpy is left to the image. tritonserver 2.51's python backend (NGC 24.10, nvidia-pytriton 0.7.0)",
+        "# needs numpy<2 for the image pre-processing models (their BYTES inputs); `repo-gen doctor` checks.",
         "numpy",
     ]
     return "\n".join(lines) + "\n"

@@ -27,3 +27,18 @@ def test_python_backend_warms_up_at_the_batch_sizes_the_batcher_forms(tmp_path: 
     assert cfg_pb.HasField("dynamic_batching") and not cfg_pb.dynamic_batching.preferred_batch_size
     # No preferred sizes: the batcher forms anything from 1 to max_batch_size; both ends are warmed.
     assert sorted(w.batch_size for w in cfg_pb.model_warmup) == sorted({1, max_batch})
+
+
+def test_requirements_file_is_one_pip_can_read_with_the_build_pins():
+    """The repository's requirements.txt: every non-comment line a valid requirement, onnxruntime and
+    pillow pinned to this environment's versions (what the fidelity figures were measured with)."""
+    from packaging.requirements import Requirement
+
+    from repo_gen.triton.python_env import pinned_versions, requirements_text
+
+    text = requirements_text(["m_py_fp32", "m_preprocess"])
+    reqs = {r.name: r for r in (Requirement(line) for line in text.splitlines() if line and not line.startswith("#"))}
+    assert set(reqs) == {"onnxruntime", "pillow", "numpy"}
+    for name, version in pinned_versions().items():
+        assert str(reqs[name].specifier) == f"=={version}"
+    assert "#   m_preprocess" in text
