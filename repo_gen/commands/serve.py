@@ -85,16 +85,20 @@ def run(args: argparse.Namespace) -> int:
         except BaseException:
             server.stop()  # interrupted or failed while starting: never leave tritonserver running behind us
             raise
-        if gpus:
-            load_on_gpus(server, repo, serve, gpus)
-        print_started(server, args.host, serve, left_out)
         try:
+            if gpus:
+                load_on_gpus(server, repo, serve, gpus)
+            # A signal while the start summary checks each model's answer is a stop like any later one.
+            print_started(server, args.host, serve, left_out)
             while server.proc is not None and server.proc.poll() is None:
                 time.sleep(0.5)
         except KeyboardInterrupt:
             console.print("stopping tritonserver ...")
             server.stop()
             return 0
+        except BaseException:
+            server.stop()
+            raise
         code = server.proc.returncode if server.proc else 1
         server.stop()  # a crashed server's python-backend stubs live on; they are stopped here
         console.print(f"[bold red]tritonserver exited with code {code}[/]: {server.log_tail(3)}")

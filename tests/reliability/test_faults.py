@@ -133,6 +133,11 @@ def test_sigkill_under_load_then_restart(repo_copy, tmp_path):
                 status, body = http_get(f"http://127.0.0.1:{ports.http}/v2/models/{PY_MODEL}/ready")
                 assert status == 200
                 new_pid = _tritonserver_of(restarted)
+                # repo-gen serve's own start summary (its per-model answer check) can finish after the
+                # server answers ready; a signal inside server.start() is "interrupted" (130), after it a stop (0).
+                deadline = time.monotonic() + 60
+                while "Ctrl-C to stop" not in (tmp_path / "restart.log").read_text() and time.monotonic() < deadline:
+                    time.sleep(0.1)
                 # SIGTERM (docker stop / systemd) to repo-gen serve stops tritonserver too.
                 restarted.send_signal(signal.SIGTERM)
                 assert restarted.wait(60) == 0
