@@ -73,7 +73,8 @@ def add_parser(sub) -> None:
     o.add_argument("--version", dest="model_version", type=int, metavar="N",
                    help=f"Triton version directory to write (default: {_default('version')})")
     o.add_argument("--instance-count", type=int, metavar="N",
-                   help="instances per model (instance_group count; default 2 for python-backend models, 1 for others)")
+                   help="instances per model, per GPU for GPU models (instance_group count; default 2 for the _py_ "
+                        "models and for torch models on a GPU, 1 for others)")
     o.add_argument("--max-queue-delay-us", type=int, metavar="US",
                    help=f"dynamic batcher max_queue_delay_microseconds (default: {_default('max_queue_delay_us')})")
     o.add_argument("--opset", type=int, help=f"ONNX opset, >= 17 (default: {_default('opset')})")
