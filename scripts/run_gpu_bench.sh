@@ -7,7 +7,8 @@
 #             (for the target's Python), and copy repo_gen/ templates/ benchmarks/ plugins/ scripts/ into .devcarry/
 #   2. there: cd .devcarry && OUT=/some/dir bash scripts/run_gpu_bench.sh [PHASES]
 # PHASES (default all): build,serve,inprocess,plugins,kernels; the serve phase serves SERVE_CONFIGS in turn
-# (default 2xhost,1xhost,2xdevice: the build's 2 instances, 1 instance, outputs left on the GPU). Results: $OUT/gpu_serving.json,
+# (default 2xhost, the build's own config; e.g. SERVE_CONFIGS=2xhost,1xhost,2xdevice adds 1 instance and outputs
+# left on the GPU, ~3 minutes per config). Results: $OUT/gpu_serving.json,
 # $OUT/log.txt, $OUT/kernels/ (bench_kernels), server logs. NVLink multicast stays off in every process.
 set -o pipefail
 cd "$(dirname "$0")/.."
@@ -37,7 +38,7 @@ fi
   with_lib=(); [ -f "$lib" ] && with_lib=(--plugin-lib "$lib")
   if [ -n "$main" ]; then
     timeout "${BENCH_TIMEOUT:-400}" python3 benchmarks/bench_gpu_serving.py --out "$OUT" --phases "$main" "${with_lib[@]}" \
-      --serve-configs "${SERVE_CONFIGS:-2xhost,1xhost,2xdevice}"
+      --serve-configs "${SERVE_CONFIGS:-2xhost}"
   fi
   if has plugins && [ -f "$lib" ]; then
     timeout "${PLUGINS_TIMEOUT:-90}" python3 benchmarks/bench_gpu_serving.py --out "$OUT" --phases plugins --plugin-lib "$lib"
