@@ -137,7 +137,7 @@ def serve_key(instances: int, output_memory: str) -> str:
     return "served" + ("" if instances == 1 else f"_{instances}inst") + ("" if output_memory == "host" else "_devout")
 
 
-def phase_serve(res: Results, repo: Path, work: Path, quick: bool, configs: list[tuple[int, str]]) -> None:
+def phase_serve(res: Results, repo: Path, work: Path, quick: bool, configs: list[tuple[int | None, str]]) -> None:
     """Each (instances, output memory) config served in turn; the build's config.pbtxt is edited for it and restored."""
     model = f"{MODEL}_torch_fp16"
     b1 = [1, 8, 32, 64, 96, 128, 160]
@@ -154,7 +154,9 @@ def phase_serve(res: Results, repo: Path, work: Path, quick: bool, configs: list
         return apply
 
     cfg = repo / model / "config.pbtxt"
+    built = re.search(r"instance_group \{\n  count: (\d+)", cfg.read_text())
     for instances, output_memory in configs:
+        instances = instances or (int(built.group(1)) if built else 1)  # None: as built
         key = serve_key(instances, output_memory)
         if edit(instances, output_memory)(cfg.read_text()) == cfg.read_text():  # the build's own config
             serve_once(res, repo, key, model, work, plan)
@@ -398,7 +400,7 @@ def main() -> int:
                    "(= --serve-configs 1xhost,2xhost)")
     p.add_argument("--serve-configs", default=None,
                    help="serve phase: <instances>x<output memory> configs to serve in turn, e.g. 1xhost,2xhost,2xdevice "
-                        "(default 1xhost)")
+                        "(default: the build's own config)")
     p.add_argument("--starts", type=int, default=3, help="starts phase: server starts to time")
     p.add_argument("--runner-batches", default="64,128", help="runner phase: batch buckets")
     p.add_argument("--runner-variants", default=",".join(GRAPH_VARIANTS), help="runner phase: graph variants")
@@ -412,9 +414,9 @@ def main() -> int:
     repo = a.repo or Path(tempfile.gettempdir()) / "gpu_repo"
     work = Path(tempfile.gettempdir()) / "gpu_serving_work"
     work.mkdir(parents=True, exist_ok=True)
-    spec = a.serve_configs or ("1xhost,2xhost" if a.two_instances else "1xhost")
-    serve_configs = []
-    for item in spec.split(","):
+    spec = a.serve_configs or ("1xhost,2xhost" if a.two_instances else "")
+    serve_configs: list[tuple[int | None, str]] = [] if spec else [(None, "host")]  # default: the build's config
+    for item in filter(None, spec.split(",")):
         count, _, memory = item.strip().partition("x")
         if not count.isdigit() or memory not in ("host", "device"):
             p.error(f"--serve-configs: {item!r} is not <instances>x<host|device>, e.g. 2xdevice")
