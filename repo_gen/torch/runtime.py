@@ -3,13 +3,15 @@
 On a machine with a CUDA GPU, `repo-gen build --runtimes torch` writes a KIND_GPU model that runs
 FP16 (FP32 for the fp32 variant, `--torch-dtype bf16` for BF16) with BatchNorm folded, channels_last,
 one static-shape `torch.compile` graph per batch bucket, each captured as a CUDA graph, and
-compiles it here, on the target GPU, storing torch.compile's caches so a server start needs seconds
-of tracing instead of minutes of compiling. Without a GPU it writes an eager FP32 CPU model (what CI
+compiles it here, on the target GPU, ahead of time (Dynamo's AOT precompile, one file per bucket), so
+a server start loads each bucket in about a second instead of tracing and compiling it. Without a GPU it writes an eager FP32 CPU model (what CI
 serves on the CPU tritonserver) and says so in one line.
 
 The artifacts (`<version>/`): model.py (templates/torch_model.py.j2), repo_gen_torch.py (a copy of
 repo_gen/torch/serving.py), weights.pt (state dict, read with weights_only=True), torch_meta.json
-(architecture, dtype, buckets, torch version and GPU), compile_cache.bin (GPU builds), rebuild.sh.
+(architecture, dtype, buckets, torch version and GPU), rebuild.sh, and for GPU builds compiled_b<bucket>.bin
+(one AOT-precompiled graph per bucket, repo_gen/torch/serving.py) or compile_cache.bin (torch.compile's
+caches, where a bucket cannot be precompiled).
 """
 
 from __future__ import annotations
@@ -300,6 +302,7 @@ def write_torch_model(model_dir: Path, name: str, cfg: Any, module: Any, precisi
     names = ["model.py", "repo_gen_torch.py", serving.WEIGHTS_FILE, serving.META_FILE, "rebuild.sh"]
     if meta["cache_file"]:
         names.append(meta["cache_file"])
+    names += sorted(meta.get("precompiled", {}).values())
     names += meta.get("kernel_files", [])
     files += [f"{cfg.version}/{n}" for n in names]
     reason = "" if on_gpu else (f"no CUDA GPU here: built {name} as an eager FP32 CPU model; build on the GPU machine "
@@ -335,14 +338,37 @@ def compile_here(meta: dict[str, Any], version_dir: Path, gpu: int, module: Any,
     if choice.kernels == "plugins":  # what the server will build: the staged copies, from the weights
         prepared = serving.build_module(meta, version_dir / serving.WEIGHTS_FILE, device)
     runner = serving.BucketRunner(prepared, meta, device)
+    precompile_s: dict[int, float] = {}
+    why_not = runner.can_precompile()
+    if why_not is None:
+        try:
+            precompile_s = runner.precompile()
+        except Exception as e:  # the torch.compile path below still serves, started more slowly
+            runner.compiled.clear()
+            why_not = f"AOT precompile failed ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
     compile_s = runner.warm_up()
     total_s = round(time.perf_counter() - t0, 1)
-    saved = torch.compiler.save_cache_artifacts()
-    if saved is None:
-        raise BuildFailure("torch.compiler.save_cache_artifacts() returned nothing after compiling; "
-                           "check TORCHINDUCTOR_* settings (caches must be enabled)")
-    (version_dir / serving.CACHE_FILE).write_bytes(saved[0])
-    meta["cache_file"] = serving.CACHE_FILE
+    saved_bytes, reload_s = 0, 0.0
+    if runner.compiled:
+        meta["precompiled"] = runner.save_precompiled(version_dir)
+        saved_bytes = sum((version_dir / f).stat().st_size for f in meta["precompiled"].values())
+        # Check what the server will load: the files, read back into a fresh runner, answer below.
+        t1 = time.perf_counter()
+        runner = serving.BucketRunner(prepared, meta, device)
+        runner.load_precompiled(version_dir, meta["precompiled"])
+        runner.warm_up()
+        reload_s = round(time.perf_counter() - t1, 1)
+    else:
+        from repo_gen.log import logger
+
+        logger.info(f"torch: buckets compiled at server start with the build's caches: {why_not}")
+        saved = torch.compiler.save_cache_artifacts()
+        if saved is None:
+            raise BuildFailure("torch.compiler.save_cache_artifacts() returned nothing after compiling; "
+                               "check TORCHINDUCTOR_* settings (caches must be enabled)")
+        (version_dir / serving.CACHE_FILE).write_bytes(saved[0])
+        meta["cache_file"] = serving.CACHE_FILE
+        saved_bytes = len(saved[0])
     g = torch.Generator().manual_seed(0)
     x = torch.rand(16, 3, meta["image_size"], meta["image_size"], generator=g)
     with torch.inference_mode():
@@ -353,7 +379,10 @@ def compile_here(meta: dict[str, Any], version_dir: Path, gpu: int, module: Any,
     got = torch.from_numpy(run_in_chunks(lambda t: runner(t.to(device)), x.numpy(), runner.buckets[-1]))
     rel_l2 = float((got - ref).norm() / ref.norm())
     top1 = float((got.argmax(1) == ref.argmax(1)).float().mean())
-    out: dict[str, Any] = {"compile_s_per_bucket": compile_s, "compile_s": total_s, "cache_bytes": len(saved[0]),
+    out: dict[str, Any] = {"compile_s_per_bucket": {b: round(precompile_s.get(b, 0) + s, 2) for b, s in compile_s.items()},
+                           "compile_s": total_s, "artifact_bytes": saved_bytes,
+                           "start_artifacts": (f"AOT-precompiled buckets (reloaded and checked in {reload_s} s)"
+                                               if meta.get("precompiled") else f"compile caches ({why_not})"),
                            "kernel_choice": choice.to_dict(),
                            "fidelity_vs_fp32_torch": {"rel_l2": rel_l2, "top1_agreement": top1,
                                                       "inputs": "16 random [0,1)"}}

@@ -4,11 +4,16 @@ This file imports only torch and timm (never repo_gen): `repo-gen build` copies 
 generated model.py (`<version>/repo_gen_torch.py`), so the serving machine needs no repo-gen install,
 and the build, the benchmark and the server all run this same code.
 
-Start-up speed: compiling mobilevit_s for four batch buckets takes 110-174 s on the H200. The build
-compiles once on the target GPU and stores torch.compile's caches (`torch.compiler.save_cache_artifacts`,
-the inductor/AOT-autograd artifacts) in `compile_cache.bin`; the server loads them before compiling, so
-only Dynamo's tracing and CUDA-graph capture remain at load. The artifacts are tied to the torch version
-and the GPU: `artifact_mismatch` names a difference in one line, and the model then compiles from scratch
+Start-up speed: compiling mobilevit_s for four batch buckets takes 110-174 s on the H200, and even with
+torch.compile's caches warm a server start spent ~5 s per bucket in Dynamo's tracing. So the build
+compiles each bucket ahead of time with Dynamo's AOT precompile (`torch.compile(...).forward.aot_compile`,
+traced graph + guards + inductor's kernels in one file, `compiled_b<bucket>.bin`) on the target GPU; the
+server loads each file in about a second and captures its CUDA graph: no tracing, no compiling. These
+files are pickles, as trusted as model.py itself: both come from `repo-gen build`. Where a bucket
+cannot be precompiled (`--torch-dynamic-batch`, or a torch without the API), the build stores
+torch.compile's caches instead (`torch.compiler.save_cache_artifacts`, `compile_cache.bin`), and the
+server compiles that bucket at load with them. The artifacts are tied to the torch version and the
+GPU: `artifact_mismatch` names a difference in one line, and the model then compiles from scratch
 (correct, slow) and says how to rebuild.
 """
 
@@ -24,6 +29,7 @@ import torch
 META_FILE = "torch_meta.json"
 WEIGHTS_FILE = "weights.pt"
 CACHE_FILE = "compile_cache.bin"
+PRECOMPILED_FILE = "compiled_b{bucket}.bin"
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
@@ -38,7 +44,7 @@ def gpu_identity(device: int = 0) -> dict[str, Any]:
 
 def artifact_mismatch(meta: dict[str, Any], device: int = 0) -> str | None:
     """One line naming how this machine differs from the one the artifacts were compiled on, or None."""
-    if meta.get("device") != "cuda" or not meta.get("cache_file"):
+    if meta.get("device") != "cuda" or not (meta.get("cache_file") or meta.get("precompiled")):
         return None
     here = gpu_identity(device)
     diffs = [f"{k} {meta.get(k)!r} (here {here.get(k)!r})" for k in ("torch_version", "gpu_name", "gpu_capability")
@@ -135,12 +141,16 @@ class BucketRunner:
         self.inputs = {b: torch.zeros(b, 3, self.size, self.size, device=device, dtype=self.dtype).contiguous(memory_format=self.memory_format)
                        for b in self.buckets}
         self.graphs: dict[int, tuple[Any, torch.Tensor]] = {}
+        # Per bucket, its AOT-precompiled forward (`precompile` here, `load_precompiled` at a server
+        # start), used in place of `self.fn` for that bucket's CUDA graph.
+        self.compiled: dict[int, Any] = {}
         self.pool = torch.cuda.graph_pool_handle() if self.manual_graphs else None
         # "dynamic_batch": one compiled graph with a symbolic batch for every bucket above 1 (batch 1 is
         # always specialized by Dynamo), each bucket still its own CUDA graph. Why: at server start each
         # static bucket costs ~5.7 s of tracing and kernel loading even with the build's caches (H200,
         # mobilevit_s); one dynamic graph is traced and loaded once.
-        if self.manual_graphs and meta.get("dynamic_batch"):
+        self.dynamic_batch = self.manual_graphs and bool(meta.get("dynamic_batch"))
+        if self.dynamic_batch:
             big = [b for b in self.buckets if b > 1]
             for b in big:
                 torch._dynamo.mark_dynamic(self.inputs[b], 0, min=2, max=max(big))
@@ -186,14 +196,64 @@ class BucketRunner:
         buf = self.inputs[bucket]
         side = torch.cuda.Stream(self.device)
         side.wait_stream(torch.cuda.current_stream(self.device))
+        fn = self.compiled.get(bucket, self.fn)
         with torch.cuda.stream(side):  # warm-up off the capture stream, as torch.cuda.graph requires
             for _ in range(2):
-                self.fn(buf)
+                fn(buf)
         torch.cuda.current_stream(self.device).wait_stream(side)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph, pool=self.pool):
-            out = self.fn(buf)
+            out = fn(buf)
         self.graphs[bucket] = (graph, out)
+
+    def can_precompile(self) -> str | None:
+        """None when every bucket can be AOT-precompiled, else why not (one line)."""
+        if not self.manual_graphs:
+            return "AOT precompile is used with compiled, manually captured CUDA graphs on a GPU only"
+        if self.dynamic_batch:
+            return "--torch-dynamic-batch: one symbolic-batch graph compiled at load (with the build's caches)"
+        if not hasattr(torch.compiler, "load_compiled_function"):
+            return f"torch {torch.__version__} has no AOT precompile (torch.compiler.load_compiled_function)"
+        return None
+
+    def precompile(self) -> dict[int, float]:
+        """AOT-precompile every bucket here (Dynamo trace + inductor compile, kept for `save_precompiled`);
+        seconds per bucket. Each is compiled as `capture` calls it: on the bucket's own input buffer,
+        in inference mode."""
+        import contextlib
+
+        seconds = {}
+        for b in self.buckets:
+            t0 = time.perf_counter()
+            # torch 2.11 requires the opt-in; later versions have no such switch.
+            opt_in = (torch._dynamo.config.patch("enable_aot_compile", True)
+                      if hasattr(torch._dynamo.config, "enable_aot_compile") else contextlib.nullcontext())
+            with torch.inference_mode(), opt_in:
+                optimized: Any = torch.compile(self.module, fullgraph=True, dynamic=False)
+                compiled = optimized.forward.aot_compile(((self.inputs[b],), {}))
+            self.compiled[b] = _Precompiled(compiled, self.module)
+            seconds[b] = round(time.perf_counter() - t0, 2)
+        return seconds
+
+    def save_precompiled(self, version_dir: Path) -> dict[str, str]:
+        """Write each precompiled bucket to `version_dir`; {bucket: file name} for the meta."""
+        files = {}
+        for b, fn in sorted(self.compiled.items()):
+            files[str(b)] = PRECOMPILED_FILE.format(bucket=b)
+            fn.compiled.save_compiled_function(str(version_dir / files[str(b)]))
+        return files
+
+    def load_precompiled(self, version_dir: Path, files: dict[str, str]) -> None:
+        """Load the build's precompiled buckets (about a second each on the H200, no tracing)."""
+        for b in self.buckets:
+            with open(version_dir / files[str(b)], "rb") as f:
+                compiled: Any = torch.compiler.load_compiled_function(f)
+            # Its guards are not checked per call: on torch 2.11 the reloaded guards reject inference-mode
+            # calls on a dispatch-key check the live function passes, and the runner calls each bucket's
+            # function only with that bucket's own input buffer (shape, dtype, layout and device fixed
+            # by the meta they were compiled from; a torch or GPU change is caught by artifact_mismatch).
+            compiled.disable_guard_check()
+            self.compiled[b] = _Precompiled(compiled, self.module)
 
     @torch.inference_mode()
     def __call__(self, x: torch.Tensor | list[torch.Tensor], out_dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -269,35 +329,59 @@ class BucketRunner:
         return sorted(times)[len(times) // 2] * 1e3
 
 
+class _Precompiled:
+    """An AOT-precompiled forward bound to its module: Dynamo's compiled function takes `self` first."""
+
+    def __init__(self, compiled: Any, module: torch.nn.Module):
+        self.compiled = compiled
+        self.module = module
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self.compiled(self.module, x)
+
+
 def load_runner(version_dir: Path, device: torch.device, log=print) -> tuple[BucketRunner, dict[str, Any]]:
-    """Everything model.py's initialize does: meta, module, cache, compile, warm-up.
+    """Everything model.py's initialize does: meta, module, precompiled buckets (or caches and a
+    compile), CUDA-graph capture and warm-up.
 
     `meta["load_s"]` (in the returned meta) records where the start-up time went, for the server
-    log and the benchmark: module build, cache load, and compile + capture per bucket.
+    log and the benchmark: module build, precompiled load (or cache load), and capture (or compile +
+    capture) per bucket.
     """
     t0 = time.perf_counter()
     meta = json.loads((version_dir / META_FILE).read_text())
     if meta["device"] == "cuda" and device.type != "cuda":
         raise RuntimeError(f"this model was built for a CUDA GPU ({meta.get('gpu_name')}) but the instance has none; "
                            f"serve it on a GPU machine or rebuild here: {meta.get('rebuild')}")
-    cache = meta.get("cache_file")
     load_s: dict[str, Any] = {}
-    if device.type == "cuda":
+    fits = device.type == "cuda"
+    if fits:
         torch.cuda.set_device(device)
         mismatch = artifact_mismatch(meta, device.index or 0)
         if mismatch:
             log(mismatch)
-        elif cache and (version_dir / cache).is_file():
-            # Must run before the first compile so the compile finds the artifacts.
-            t1 = time.perf_counter()
-            torch.compiler.load_cache_artifacts((version_dir / cache).read_bytes())
-            load_s["cache"] = round(time.perf_counter() - t1, 2)
+            fits = False
     t1 = time.perf_counter()
     module = build_module(meta, version_dir / WEIGHTS_FILE, device)
     load_s["module"] = round(time.perf_counter() - t1, 2)
     if device.type != "cuda":
         meta = {**meta, "compile_mode": None}  # CPU fallback: eager (see the build's note)
     runner = BucketRunner(module, meta, device)
+    if fits and meta.get("precompiled"):
+        t1 = time.perf_counter()
+        try:
+            runner.load_precompiled(version_dir, meta["precompiled"])
+            load_s["precompiled"] = round(time.perf_counter() - t1, 2)
+        except Exception as e:  # a damaged or incompatible file: compile instead, slower but correct
+            runner.compiled.clear()
+            log(f"precompiled buckets did not load ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
+                f"compiling at load instead (minutes); rebuild on this machine: {meta.get('rebuild')}")
+    cache = meta.get("cache_file")
+    if fits and cache and (version_dir / cache).is_file() and len(runner.compiled) < len(runner.buckets):
+        # Must run before the first compile so the compile finds the artifacts.
+        t1 = time.perf_counter()
+        torch.compiler.load_cache_artifacts((version_dir / cache).read_bytes())
+        load_s["cache"] = round(time.perf_counter() - t1, 2)
     load_s["buckets"] = runner.warm_up()
     load_s["total"] = round(time.perf_counter() - t0, 2)
     return runner, {**meta, "load_s": load_s}

@@ -41,6 +41,15 @@ def gpu_repo(tmp_path_factory):
     cfg = text_format.Parse((out / MODEL / "config.pbtxt").read_text(), model_config_pb2.ModelConfig())
     # the default on a GPU: TORCH_GPU_INSTANCES per GPU, so the clients below reach both instances at once
     assert [g.count for g in cfg.instance_group] == [TORCH_GPU_INSTANCES]
+    # Every bucket AOT-precompiled (no compile caches needed), and a server-side load uses those files.
+    from repo_gen.torch import serving
+
+    version_dir = out / MODEL / "1"
+    meta = json.loads((version_dir / serving.META_FILE).read_text())
+    assert sorted(map(int, meta["precompiled"])) == meta["buckets"] and meta["cache_file"] is None
+    assert all((version_dir / f).is_file() for f in meta["precompiled"].values())
+    _, loaded = serving.load_runner(version_dir, torch.device("cuda", 0), log=pytest.fail)
+    assert "precompiled" in loaded["load_s"] and "cache" not in loaded["load_s"], loaded["load_s"]
     return out
 
 
