@@ -110,8 +110,6 @@ class BuildConfig:
         max_queue_delay_us: dynamic batcher queue delay.
         gpus: GPU indices for the instance groups of GPU runtimes (torch); None: every visible GPU.
         torch_dtype: compute dtype of the torch runtime (fp32/fp16/bf16); None: the variant's precision.
-        torch_dynamic_batch: torch runtime: one symbolic-batch graph for the buckets above 1 (faster
-            server start, slower inference; repo_gen.torch.serving.BucketRunner).
         accuracy_tolerance: with a labelled --eval-dir, an FP16/INT8 variant whose top-1 falls more
             than this many points below FP32's is "inaccurate" (on top of the fidelity tolerances).
         labels: `--labels` file (UTF-8, one class name per line); None: the checkpoint's names, the
@@ -163,7 +161,6 @@ class BuildConfig:
     task: str = "classification"
     gpus: tuple[int, ...] | str | None = None
     torch_dtype: str | None = None
-    torch_dynamic_batch: bool = False
     labels: Path | None = None
     mean: tuple[float, ...] | str | None = None
     std: tuple[float, ...] | str | None = None

@@ -62,10 +62,6 @@ def add_parser(sub) -> None:
                    help="GPU indices for GPU runtimes' instance groups, e.g. 0,1 (default: every visible GPU)")
     o.add_argument("--torch-dtype", choices=["fp32", "fp16", "bf16"],
                    help="compute dtype of the torch runtime (default: the variant's precision)")
-    o.add_argument("--torch-dynamic-batch", action="store_true", default=None,
-                   help="torch runtime: one compiled graph with a symbolic batch for every bucket above 1 instead of "
-                   "one per bucket: a server start traces 2 graphs instead of 5 (H200, mobilevit_s: 27 s to READY "
-                   "instead of 42 s) but runs about 17%% slower than one static graph per bucket")
     o.add_argument("--no-pipeline", dest="pipeline", action="store_false", default=None, help="do not write the image-bytes -> labels ensemble")
     o.add_argument("--pipeline-model", metavar="NAME",
                    help="the ensemble's classifier, e.g. onnx_fp16 or <model>_onnx_fp16 (default: the first ready of "

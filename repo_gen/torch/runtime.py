@@ -100,8 +100,6 @@ def rebuild_argv(cfg: Any) -> list[str]:
         argv += ["--weights", str(Path(cfg.weights).absolute())]
     elif cfg.pretrained:
         argv.append("--pretrained")
-    if cfg.torch_dynamic_batch:
-        argv.append("--torch-dynamic-batch")
     if not cfg.pipeline:
         argv.append("--no-pipeline")
     if cfg.plugins != "off":  # measure our kernels again on the new GPU
@@ -259,7 +257,7 @@ def write_torch_model(model_dir: Path, name: str, cfg: Any, module: Any, precisi
         "timm_name": cfg.spec.timm_name, "num_classes": int(outputs[0].dims[-1]), "image_size": cfg.image_size,
         "dtype": compute, "device": "cuda" if on_gpu else "cpu", "channels_last": on_gpu, "fold_bn": True,
         "compile_mode": "default" if on_gpu else None, "cuda_graphs": "manual",
-        "dynamic_batch": bool(cfg.torch_dynamic_batch), "buckets": buckets, "cache_file": None,
+        "buckets": buckets, "cache_file": None,
         "kernels": "native", **serving.gpu_identity(gpus[0] if on_gpu else 0),
         "rebuild": f"sh {name}/{cfg.version}/rebuild.sh in the model repository (runs {shlex.join(rebuild_argv(cfg))} "
                    "--output <that repository>)",
@@ -361,7 +359,8 @@ def compile_here(meta: dict[str, Any], version_dir: Path, gpu: int, module: Any,
     else:
         from repo_gen.log import logger
 
-        logger.info(f"torch: buckets compiled at server start with the build's caches: {why_not}")
+        logger.warning(  # the user should know a server start now takes minutes
+            f"torch: buckets will be compiled at server start with the build's caches (slower start): {why_not}")
         saved = torch.compiler.save_cache_artifacts()
         if saved is None:
             raise BuildFailure("torch.compiler.save_cache_artifacts() returned nothing after compiling; "

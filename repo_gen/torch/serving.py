@@ -10,7 +10,8 @@ compiles each bucket ahead of time with Dynamo's AOT precompile (`torch.compile(
 traced graph + guards + inductor's kernels in one file, `compiled_b<bucket>.bin`) on the target GPU; the
 server loads each file in about a second and captures its CUDA graph: no tracing, no compiling. These
 files are pickles, as trusted as model.py itself: both come from `repo-gen build`. Where a bucket
-cannot be precompiled (`--torch-dynamic-batch`, or a torch without the API), the build stores
+cannot be precompiled (a torch without the API, or a model Dynamo cannot package, such as one with our
+kernels swapped in), the build stores
 torch.compile's caches instead (`torch.compiler.save_cache_artifacts`, `compile_cache.bin`), and the
 server compiles that bucket at load with them. The artifacts are tied to the torch version and the
 GPU: `artifact_mismatch` names a difference in one line, and the model then compiles from scratch
@@ -145,10 +146,10 @@ class BucketRunner:
         # start), used in place of `self.fn` for that bucket's CUDA graph.
         self.compiled: dict[int, Any] = {}
         self.pool = torch.cuda.graph_pool_handle() if self.manual_graphs else None
-        # "dynamic_batch": one compiled graph with a symbolic batch for every bucket above 1 (batch 1 is
-        # always specialized by Dynamo), each bucket still its own CUDA graph. Why: at server start each
-        # static bucket costs ~5.7 s of tracing and kernel loading even with the build's caches (H200,
-        # mobilevit_s); one dynamic graph is traced and loaded once.
+        # "dynamic_batch" (benchmark only, the runner phase's manual-dynamic variant): one compiled graph
+        # with a symbolic batch for every bucket above 1 (batch 1 is always specialized by Dynamo), each
+        # bucket still its own CUDA graph. It was the build's faster-start option (--torch-dynamic-batch,
+        # removed) until the precompiled buckets started faster and ran 17% faster (RESULTS.md, run 17).
         self.dynamic_batch = self.manual_graphs and bool(meta.get("dynamic_batch"))
         if self.dynamic_batch:
             big = [b for b in self.buckets if b > 1]
@@ -211,7 +212,7 @@ class BucketRunner:
         if not self.manual_graphs:
             return "AOT precompile is used with compiled, manually captured CUDA graphs on a GPU only"
         if self.dynamic_batch:
-            return "--torch-dynamic-batch: one symbolic-batch graph compiled at load (with the build's caches)"
+            return "a symbolic-batch graph (meta dynamic_batch, the benchmark's manual-dynamic variant) is compiled at load"
         if not hasattr(torch.compiler, "load_compiled_function"):
             return f"torch {torch.__version__} has no AOT precompile (torch.compiler.load_compiled_function)"
         return None

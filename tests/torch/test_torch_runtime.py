@@ -255,3 +255,29 @@ def test_bucket_runner_splits_a_batch_into_its_cheapest_pieces():
         assert torch.allclose(runner(x[:9]), want[:9], atol=1e-6)
     with pytest.raises(ValueError, match="at least 1"):
         runner.plan(0)
+
+
+def test_compiled_artifacts_from_another_machine_are_named_in_one_line():
+    """AOT-precompiled buckets (or compile caches) built for another torch or GPU: one line naming the
+    difference and the rebuild, before anything is loaded; a CPU model has nothing to mismatch."""
+    pytest.importorskip("torch")
+    from repo_gen.torch.serving import artifact_mismatch
+
+    meta = {"device": "cuda", "precompiled": {"1": "compiled_b1.bin"}, "cache_file": None, "torch_version": "0.0.1",
+            "gpu_name": "NVIDIA H200", "gpu_capability": "9.0", "rebuild": "sh m/1/rebuild.sh in the model repository"}
+    line = artifact_mismatch(meta)
+    assert line is not None and "\n" not in line
+    assert "torch_version '0.0.1'" in line and "rebuild on this machine: sh m/1/rebuild.sh" in line
+    assert artifact_mismatch({**meta, "precompiled": {}, "cache_file": "compile_cache.bin"}) == line
+    assert artifact_mismatch({**meta, "precompiled": {}}) is None  # nothing compiled to mismatch
+    assert artifact_mismatch({**meta, "device": "cpu"}) is None
+
+
+def test_precompile_is_a_gpu_path_and_says_so_elsewhere():
+    torch = pytest.importorskip("torch")
+    from repo_gen.torch.serving import BucketRunner
+
+    module = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3)).eval()
+    runner = BucketRunner(module, {"dtype": "fp32", "buckets": [1, 8], "image_size": 16, "compile_mode": "default",
+                                   "cuda_graphs": "manual"}, torch.device("cpu"))
+    assert "GPU only" in (runner.can_precompile() or "")
