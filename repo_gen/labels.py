@@ -10,23 +10,49 @@ from repo_gen.errors import UserError
 from repo_gen.log import logger
 
 
+def _timm_info_lines(name: str) -> list[str] | None:
+    """Lines of timm's bundled dataset-info file `timm/data/_info/<name>`, read without importing
+    timm (its import pulls in torchvision and torch._dynamo: about 9 s of a CLI run on 2 cores that
+    only needs the class names); None when this timm does not keep the file there."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("timm")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(next(iter(spec.submodule_search_locations))) / "data" / "_info" / name
+    try:
+        return path.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return None
+
+
+def _imagenet_info() -> tuple[list[str], dict[str, str]]:
+    """(synsets in index order, synset -> WordNet lemmas), as timm's `ImageNetInfo()` reads them."""
+    import csv
+
+    synsets = _timm_info_lines("imagenet_synsets.txt")
+    lemmas = _timm_info_lines("imagenet_synset_to_lemma.txt")
+    if synsets is None or lemmas is None:  # another timm layout: ask timm itself
+        from timm.data import ImageNetInfo
+
+        info = ImageNetInfo()
+        names = [info.index_to_label_name(i) for i in range(info.num_classes())]
+        return names, {n: info.label_name_to_description(n) for n in names}
+    return synsets, dict(csv.reader(lemmas, delimiter="\t"))
+
+
 def imagenet_labels() -> list[str]:
     """The 1000 ImageNet-1k class names in index order, from timm's bundled dataset info.
 
     The first synonym of each WordNet description ("tench, Tinca tinca" -> "tench"), which is
     what people expect to read back from a classifier.
     """
-    from timm.data import ImageNetInfo
-
-    info = ImageNetInfo()
-    return [info.index_to_description(i).split(",")[0].strip() for i in range(info.num_classes())]
+    synsets, lemmas = _imagenet_info()
+    return [lemmas[s].split(",")[0].strip() for s in synsets]
 
 
 def imagenet_synsets() -> list[str]:
-    from timm.data import ImageNetInfo
-
-    info = ImageNetInfo()
-    return [info.index_to_label_name(i) for i in range(info.num_classes())]
+    return _imagenet_info()[0]
 
 
 def labels_for(num_classes: int) -> list[str]:

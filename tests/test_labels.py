@@ -101,3 +101,16 @@ def test_a_subset_of_classes_is_matched_not_taken_as_names(tmp_path):
     ev = _folders(tmp_path / "eval", ["n01443537", "n01440764"])
     got = resolve_labels(1000, eval_dir=ev)
     assert got.source == "imagenet"
+
+
+def test_imagenet_names_read_without_timm_match_timms_own():
+    """labels.py reads timm's bundled ImageNet files without importing timm (a CLI run that only needs
+    the class names skips seconds of imports): they must be exactly what timm's ImageNetInfo says."""
+    from timm.data import ImageNetInfo
+
+    from repo_gen.labels import imagenet_labels, imagenet_synsets
+
+    info = ImageNetInfo()
+    assert imagenet_synsets() == [info.index_to_label_name(i) for i in range(info.num_classes())]
+    assert imagenet_labels() == [info.index_to_description(i).split(",")[0].strip() for i in range(1000)]
+    assert imagenet_labels()[:2] == ["tench", "goldfish"]
