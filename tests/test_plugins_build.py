@@ -96,6 +96,32 @@ def test_c_abi_rejects_unsupported_shapes_without_a_gpu(kernel_lib):
             assert lib.attention_packed(fake, fake, 2, heads, n, hd, scale, half=half) == INVALID_VALUE
 
 
+def test_kernel_swap_keeps_the_weights_and_uses_module_classes(kernel_lib):
+    """What the torch runtime's `--plugins on` puts into MobileViT, checked without a GPU: every
+    transformer LayerNorm and attention replaced, the state dict the same tensors under the same names
+    (the served model loads the build's weights after the swap), and no forward bound to an instance
+    (Dynamo's AOT precompile cannot package one, so a server start would compile every bucket)."""
+    torch = pytest.importorskip("torch", reason="torch is not installed")
+    timm = pytest.importorskip("timm", reason="timm is not installed")
+    from timm.models.vision_transformer import Attention
+
+    from repo_gen.torch.kernel_ops import KernelAttention, KernelLayerNorm, swap_in_kernels
+
+    module = timm.create_model("mobilevit_xxs", pretrained=False, num_classes=10).eval()
+    before = module.state_dict()
+    layer_norms = sum(type(m) is torch.nn.LayerNorm for m in module.modules())
+    attentions = sum(isinstance(m, Attention) for m in module.modules())
+    counts = swap_in_kernels(module, str(kernel_lib))
+    assert counts == {"layer_norm": layer_norms, "attention": attentions} and attentions == 9
+    kinds = [type(m) for m in module.modules()]
+    assert torch.nn.LayerNorm not in kinds and not any(issubclass(k, Attention) for k in kinds)
+    assert kinds.count(KernelLayerNorm) == layer_norms and kinds.count(KernelAttention) == attentions
+    assert not any("forward" in vars(m) for m in module.modules())
+    after = module.state_dict()
+    assert list(after) == list(before)
+    assert all(after[k] is before[k] or after[k].data_ptr() == before[k].data_ptr() for k in before)
+
+
 def test_tensorrt_wrappers_compile_when_headers_exist(tmp_path):
     root = os.environ.get("TENSORRT_ROOT")
     candidates = [Path(root) / "include"] if root else []

@@ -10,7 +10,6 @@ the LayerNorm (benchmarks/bench_gpu_serving.py, "plugin vs native").
 
 from __future__ import annotations
 
-import types
 from typing import Any
 
 import torch
@@ -83,18 +82,39 @@ class KernelLayerNorm(torch.nn.Module):
         return layer_norm(x, self.weight, self.bias, self.eps)
 
 
-def _attention_forward(self, x: torch.Tensor, attn_mask=None, is_causal: bool = False) -> torch.Tensor:
-    b, n, _ = x.shape
-    qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim)
-    out = attention_packed(qkv, self.num_heads, float(self.scale)).reshape(b, n, self.num_heads * self.head_dim)
-    out = self.norm(out) if hasattr(self, "norm") else out
-    return self.proj_drop(self.proj(out))
+class KernelAttention(torch.nn.Module):
+    """A plain timm `Attention` with its softmax attention in our kernel. A module of its own, not an
+    overridden forward on timm's instance: Dynamo's AOT precompile packages a class's forward but not a
+    method bound to one instance ('Attention' object has no attribute '_attention_forward', RESULTS.md
+    run 17), and without the precompile a server start compiles every bucket. Holds timm's own
+    submodules under their names, so the state dict is unchanged."""
+
+    qkv: torch.nn.Module
+    proj: torch.nn.Module
+    proj_drop: torch.nn.Module
+    norm: torch.nn.Module
+
+    def __init__(self, attn: Any):  # timm's Attention
+        super().__init__()
+        self.num_heads, self.head_dim, self.scale = int(attn.num_heads), int(attn.head_dim), float(attn.scale)
+        self.qkv, self.proj, self.proj_drop = attn.qkv, attn.proj, attn.proj_drop
+        norm = getattr(attn, "norm", None)  # a post-attention norm (Identity unless scale_norm) in recent timm
+        self.norm = torch.nn.Identity() if norm is None else norm
+
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None, is_causal: bool = False) -> torch.Tensor:
+        if attn_mask is not None or is_causal:  # timm's blocks pass attn_mask=None; the kernel has no masking
+            raise ValueError("KernelAttention: our attention kernel has no mask; keep this model native (--plugins off)")
+        b, n, _ = x.shape
+        qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim)
+        out = attention_packed(qkv, self.num_heads, self.scale).reshape(b, n, self.num_heads * self.head_dim)
+        return self.proj_drop(self.proj(self.norm(out)))
 
 
 def swap_in_kernels(module: torch.nn.Module, library: str | None = None) -> dict[str, int]:
     """Replace transformer LayerNorms and plain timm Attention modules in place; returns the counts.
 
     Attention with q/k norms or gates is left native (the kernel computes plain softmax attention).
+    LayerNorms first, so an attention's own norm is already ours when its module is replaced.
     """
     from timm.models.vision_transformer import Attention
 
@@ -105,10 +125,10 @@ def swap_in_kernels(module: torch.nn.Module, library: str | None = None) -> dict
             if type(child) is torch.nn.LayerNorm and len(child.normalized_shape) == 1:
                 setattr(parent, name, KernelLayerNorm(child))
                 counts["layer_norm"] += 1
-            elif isinstance(child, Attention):
-                plain = isinstance(child.q_norm, torch.nn.Identity) and isinstance(child.k_norm, torch.nn.Identity) \
-                    and getattr(child, "gate", None) is None
-                if plain:
-                    setattr(child, "forward", types.MethodType(_attention_forward, child))  # noqa: B010 - instance override
-                    counts["attention"] += 1
+    for parent in list(module.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, Attention) and isinstance(child.q_norm, torch.nn.Identity) \
+                    and isinstance(child.k_norm, torch.nn.Identity) and getattr(child, "gate", None) is None:
+                setattr(parent, name, KernelAttention(child))
+                counts["attention"] += 1
     return counts

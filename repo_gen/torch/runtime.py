@@ -337,30 +337,33 @@ def compile_here(meta: dict[str, Any], version_dir: Path, gpu: int, module: Any,
         prepared = serving.build_module(meta, version_dir / serving.WEIGHTS_FILE, device)
     runner = serving.BucketRunner(prepared, meta, device)
     precompile_s: dict[int, float] = {}
+    compile_s: dict[int, float] = {}
+    saved_bytes, reload_s = 0, 0.0
     why_not = runner.can_precompile()
     if why_not is None:
         try:
             precompile_s = runner.precompile()
+            meta["precompiled"] = runner.save_precompiled(version_dir)
+            saved_bytes = sum((version_dir / f).stat().st_size for f in meta["precompiled"].values())
+            # What the server will load: the files, read back into a fresh runner, which captures each
+            # bucket's CUDA graph (once: the live functions are never captured) and answers below.
+            t1 = time.perf_counter()
+            runner = serving.BucketRunner(prepared, meta, device)
+            runner.load_precompiled(version_dir, meta["precompiled"])
+            compile_s = runner.warm_up()
+            reload_s = round(time.perf_counter() - t1, 1)
         except Exception as e:  # the torch.compile path below still serves, started more slowly
-            runner.compiled.clear()
+            for name in meta.pop("precompiled", {}).values():
+                (version_dir / name).unlink(missing_ok=True)
+            runner = serving.BucketRunner(prepared, meta, device)
             why_not = f"AOT precompile failed ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
-    compile_s = runner.warm_up()
-    total_s = round(time.perf_counter() - t0, 1)
-    saved_bytes, reload_s = 0, 0.0
-    if runner.compiled:
-        meta["precompiled"] = runner.save_precompiled(version_dir)
-        saved_bytes = sum((version_dir / f).stat().st_size for f in meta["precompiled"].values())
-        # Check what the server will load: the files, read back into a fresh runner, answer below.
-        t1 = time.perf_counter()
-        runner = serving.BucketRunner(prepared, meta, device)
-        runner.load_precompiled(version_dir, meta["precompiled"])
-        runner.warm_up()
-        reload_s = round(time.perf_counter() - t1, 1)
-    else:
+            precompile_s, saved_bytes = {}, 0
+    if not meta.get("precompiled"):
         from repo_gen.log import logger
 
         logger.warning(  # the user should know a server start now takes minutes
             f"torch: buckets will be compiled at server start with the build's caches (slower start): {why_not}")
+        compile_s = runner.warm_up()
         saved = torch.compiler.save_cache_artifacts()
         if saved is None:
             raise BuildFailure("torch.compiler.save_cache_artifacts() returned nothing after compiling; "
@@ -368,6 +371,7 @@ def compile_here(meta: dict[str, Any], version_dir: Path, gpu: int, module: Any,
         (version_dir / serving.CACHE_FILE).write_bytes(saved[0])
         meta["cache_file"] = serving.CACHE_FILE
         saved_bytes = len(saved[0])
+    total_s = round(time.perf_counter() - t0, 1)
     g = torch.Generator().manual_seed(0)
     x = torch.rand(16, 3, meta["image_size"], meta["image_size"], generator=g)
     with torch.inference_mode():

@@ -229,8 +229,13 @@ class BucketRunner:
             # torch 2.11 requires the opt-in; later versions have no such switch.
             opt_in = (torch._dynamo.config.patch("enable_aot_compile", True)
                       if hasattr(torch._dynamo.config, "enable_aot_compile") else contextlib.nullcontext())
+            # No guards are saved: they are never checked (see load_precompiled), and a saved guard names
+            # the classes of the module tree by import path, which a served model imports under other
+            # names (our kernel modules are repo_gen_kernel_ops.py beside model.py there).
+            no_guards: dict[str, Any] | None = ({"guard_filter_fn": torch.compiler.skip_all_guards_unsafe}
+                         if hasattr(torch.compiler, "skip_all_guards_unsafe") else None)
             with torch.inference_mode(), opt_in:
-                optimized: Any = torch.compile(self.module, fullgraph=True, dynamic=False)
+                optimized: Any = torch.compile(self.module, fullgraph=True, dynamic=False, options=no_guards)
                 compiled = optimized.forward.aot_compile(((self.inputs[b],), {}))
             self.compiled[b] = _Precompiled(compiled, self.module)
             seconds[b] = round(time.perf_counter() - t0, 2)

@@ -79,3 +79,57 @@ def test_kernels_off_records_why_native_was_kept(tmp_path):
                          tolerance=5e-3)
     assert choice.kernels == "native" and meta["kernel_choice"]["reason"].startswith("--plugins off")
     assert "plugin_lib" not in meta
+
+
+def test_model_with_our_kernels_is_precompiled_and_served_from_its_folder(library, tmp_path, monkeypatch):
+    """`--plugins on`: every bucket AOT-precompiled with our kernels in it (so a start loads files instead
+    of compiling), and the real tritonserver serves it with repo_gen off the python path (the kernels
+    and their bindings come from the version folder, as in the NGC image), answers checked against
+    eager FP32 PyTorch."""
+    import os
+    from pathlib import Path
+
+    import numpy as np
+    import timm
+    import tritonclient.grpc as grpcclient
+
+    from repo_gen.build import build
+    from repo_gen.config import BuildConfig
+    from repo_gen.torch import serving
+    from repo_gen.triton.server import TritonServer, free_ports
+    from tests.conftest import TEST_MODEL, _need_tritonserver
+
+    _need_tritonserver()
+    out = tmp_path / "model_repository"
+    report = build(BuildConfig(model=TEST_MODEL, output=out, max_batch=8, precisions=("fp16",), runtimes=("torch",),
+                               pipeline=False, plugins="on", trt_plugin_lib=library))
+    name = f"{TEST_MODEL}_torch_fp16"
+    (entry,) = [e for e in report.entries if e.name == name]
+    assert entry.status == "ready", entry.status_reason
+    version_dir = out / name / "1"
+    meta = json.loads((version_dir / serving.META_FILE).read_text())
+    assert meta["kernels"] == "plugins" and meta["cache_file"] is None, (meta["kernels"], meta["cache_file"])
+    assert sorted(map(int, meta["precompiled"])) == meta["buckets"]
+
+    x = np.random.default_rng(3).random((3, 3, 256, 256), dtype=np.float32)
+    module = timm.create_model(meta["timm_name"], pretrained=False, num_classes=meta["num_classes"]).eval()
+    module.load_state_dict(torch.load(version_dir / serving.WEIGHTS_FILE, weights_only=True))
+    with torch.inference_mode():
+        ref = module(torch.from_numpy(x)).numpy()
+    kept = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and not (Path(p) / "repo_gen").is_dir()]
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(kept))
+    monkeypatch.chdir(tmp_path)  # nor from the working directory
+    server = TritonServer(out, ports=free_ports(), models=[name], exit_on_error=True)
+    server.start(timeout_s=400)
+    with server:
+        client = grpcclient.InferenceServerClient(server.grpc_url)
+        inp = grpcclient.InferInput("input", list(x.shape), "FP32")
+        inp.set_data_from_numpy(x)
+        got = client.infer(name, [inp]).as_numpy("logits")
+        client.close()
+    log = server.log_path.read_text(errors="replace")
+    loaded = [ln for ln in log.splitlines() if f"{name}: " in ln and "loaded in" in ln]
+    assert loaded and all("kernels plugins" in ln and "'precompiled'" in ln for ln in loaded), loaded or log[-3000:]
+    assert "did not load" not in log and "No module named" not in log, log[-3000:]
+    rel_l2 = float(np.linalg.norm(got - ref) / np.linalg.norm(ref))
+    assert got.shape == ref.shape and rel_l2 < 2e-2, (got.shape, rel_l2)

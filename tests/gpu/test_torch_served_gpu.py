@@ -124,3 +124,88 @@ def test_concurrent_clients_get_their_own_answers(gpu_repo, protocol):
                         failures.append(f"{model} over {protocol}: relative L2 {rel_l2:.3g}")
         assert server.is_ready()
     assert not failures, f"{len(failures)} wrong answers, first: {failures[:3]}"
+
+
+class _CudaRegion:
+    """Device memory for CUDA shared memory, from the CUDA runtime torch already loaded (ctypes): the
+    client side of `--shared-memory cuda` without cuda-python, which tritonclient's helpers need and
+    the GPU machine lacks."""
+
+    def __init__(self, n_bytes: int, device: int = 0):
+        import ctypes
+
+        torch.cuda.init()
+        maps = open("/proc/self/maps").read().split()  # noqa: SIM115 - read at once
+        paths = sorted({p for p in maps if "/libcudart.so" in p})
+        if not paths:
+            pytest.skip("libcudart is not loaded in this process: cannot make a CUDA shared-memory region")
+        self.rt = ctypes.CDLL(paths[0])
+        self.ptr = ctypes.c_void_p()
+        self.n_bytes = n_bytes
+        self._ok(self.rt.cudaSetDevice(device), "cudaSetDevice")
+        self._ok(self.rt.cudaMalloc(ctypes.byref(self.ptr), ctypes.c_size_t(n_bytes)), "cudaMalloc")
+        handle = (ctypes.c_byte * 64)()
+        self._ok(self.rt.cudaIpcGetMemHandle(handle, self.ptr), "cudaIpcGetMemHandle")
+        self.handle = bytes(handle)
+
+    def _ok(self, status: int, what: str) -> None:
+        assert status == 0, f"{what} returned CUDA error {status}"
+
+    def write(self, x: np.ndarray, offset: int = 0) -> None:
+        import ctypes
+
+        assert offset + x.nbytes <= self.n_bytes
+        data = np.ascontiguousarray(x)
+        self._ok(self.rt.cudaMemcpy(ctypes.c_void_p(self.ptr.value + offset), data.ctypes.data_as(ctypes.c_void_p),
+                                    ctypes.c_size_t(data.nbytes), 1), "cudaMemcpy")  # 1: host to device
+
+    def free(self) -> None:
+        self.rt.cudaFree(self.ptr)
+
+
+def test_cuda_shm_request_larger_than_its_region_fails_alone(gpu_repo):
+    """The issue's bad input: a request naming more bytes than its CUDA shared-memory region holds (or an
+    offset past its end) gets an error, and the server keeps serving: a good request from the same
+    region before and after is answered correctly (inputs read in place on the GPU)."""
+    import base64
+    import contextlib
+
+    import tritonclient.grpc as grpcclient
+
+    from repo_gen.triton.server import TritonServer, free_ports
+
+    image = np.random.default_rng(7).random((1, 3, 256, 256), dtype=np.float32)
+    (ref,) = _references(gpu_repo / MODEL / "1", [image])
+    region = _CudaRegion(image.nbytes)  # room for exactly one image
+    region.write(image)
+    server = TritonServer(gpu_repo, ports=free_ports(), models=[MODEL], exit_on_error=True)
+    errors = {}
+    try:
+        server.start(timeout_s=400)
+        client = grpcclient.InferenceServerClient(server.grpc_url)
+        with server, contextlib.closing(client):
+            client.register_cuda_shared_memory("one_image", base64.b64encode(region.handle), 0, image.nbytes)
+
+            def infer(batch: int, byte_size: int, offset: int = 0) -> np.ndarray:
+                inp = grpcclient.InferInput("input", [batch, 3, 256, 256], "FP32")
+                inp.set_shared_memory("one_image", byte_size, offset=offset)
+                return client.infer(MODEL, [inp]).as_numpy("logits")
+
+            def check(got: np.ndarray) -> None:
+                rel_l2 = float(np.linalg.norm(got - ref) / np.linalg.norm(ref))
+                assert got.shape == ref.shape and rel_l2 < 2e-2, (got.shape, rel_l2)
+
+            check(infer(1, image.nbytes))
+            for name, call in (("twice the region", lambda: infer(2, 2 * image.nbytes)),
+                               ("offset past the end", lambda: infer(1, image.nbytes, offset=image.nbytes // 2))):
+                with pytest.raises(Exception) as refused:  # noqa: PT011 - tritonclient's exception, message checked
+                    call()
+                errors[name] = str(refused.value)
+                assert server.is_ready() and server.proc.poll() is None, f"server not serving after {name}"
+            check(infer(1, image.nbytes))
+            client.unregister_cuda_shared_memory("one_image")
+    finally:
+        region.free()  # after the server stopped (the with above), which had the region mapped
+    print(json.dumps(errors))
+    for name, text in errors.items():
+        assert "invalid offset + byte size" in text.lower(), (name, text)
