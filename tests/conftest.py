@@ -60,6 +60,14 @@ def _need_tritonserver():
         pytest.skip(str(e))
 
 
+def serve_without_repo_gen(monkeypatch, cwd: Path) -> None:
+    """Servers started after this cannot import repo_gen (not from PYTHONPATH, not from the working
+    directory), as in the NGC Triton image: a generated model must run from its own folder."""
+    kept = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and not (Path(p) / "repo_gen").is_dir()]
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(kept))
+    monkeypatch.chdir(cwd)
+
+
 @pytest.fixture(scope="session")
 def fp32_repo(tmp_path_factory) -> Path:
     """A repository with `TEST_MODEL` in FP32 for the onnx and py runtimes (no pipeline)."""

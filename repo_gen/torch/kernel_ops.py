@@ -73,13 +73,18 @@ def _(qkv, heads, scale):
     return qkv.new_empty(b, n, h, hd)
 
 
+# The modules below call their op through an attribute, never a global of this file: a global read
+# makes Dynamo's precompiled bucket import this file by the name it had at the build
+# (repo_gen.torch.kernel_ops), which a served model does not have (there this file is
+# repo_gen_kernel_ops.py beside model.py; "precompiled buckets did not load (ModuleNotFoundError)").
 class KernelLayerNorm(torch.nn.Module):
     def __init__(self, norm: torch.nn.LayerNorm):
         super().__init__()
         self.weight, self.bias, self.eps = norm.weight, norm.bias, norm.eps
+        self.op = torch.ops.repo_gen.layer_norm.default
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return layer_norm(x, self.weight, self.bias, self.eps)
+        return self.op(x, self.weight, self.bias, self.eps)
 
 
 class KernelAttention(torch.nn.Module):
@@ -100,13 +105,13 @@ class KernelAttention(torch.nn.Module):
         self.qkv, self.proj, self.proj_drop = attn.qkv, attn.proj, attn.proj_drop
         norm = getattr(attn, "norm", None)  # a post-attention norm (Identity unless scale_norm) in recent timm
         self.norm = torch.nn.Identity() if norm is None else norm
+        self.op = torch.ops.repo_gen.attention_packed.default
 
     def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None, is_causal: bool = False) -> torch.Tensor:
-        if attn_mask is not None or is_causal:  # timm's blocks pass attn_mask=None; the kernel has no masking
-            raise ValueError("KernelAttention: our attention kernel has no mask; keep this model native (--plugins off)")
+        assert attn_mask is None and not is_causal, "our attention kernel has no mask: build this model with --plugins off"
         b, n, _ = x.shape
         qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim)
-        out = attention_packed(qkv, self.num_heads, self.scale).reshape(b, n, self.num_heads * self.head_dim)
+        out = self.op(qkv, self.num_heads, self.scale).reshape(b, n, self.num_heads * self.head_dim)
         return self.proj_drop(self.proj(self.norm(out)))
 
 

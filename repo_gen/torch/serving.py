@@ -21,6 +21,7 @@ GPU: `artifact_mismatch` names a difference in one line, and the model then comp
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -367,6 +368,14 @@ def load_runner(version_dir: Path, device: torch.device, log=print) -> tuple[Buc
         if mismatch:
             log(mismatch)
             fits = False
+    from torch._inductor import config as inductor_config
+
+    threads = inductor_config.compile_threads
+    if fits and meta.get("precompiled") and "TORCHINDUCTOR_COMPILE_THREADS" not in os.environ:
+        # Loading compiles nothing: keep inductor from starting its pool of compile workers, which it
+        # does when its output code is first imported (on the H200: 17 more python processes, ~6.5 GB
+        # resident, per instance; RESULTS.md run 18). A fallback compile below gets the pool back.
+        inductor_config.compile_threads = 1
     t1 = time.perf_counter()
     module = build_module(meta, version_dir / WEIGHTS_FILE, device)
     load_s["module"] = round(time.perf_counter() - t1, 2)
@@ -380,6 +389,7 @@ def load_runner(version_dir: Path, device: torch.device, log=print) -> tuple[Buc
             load_s["precompiled"] = round(time.perf_counter() - t1, 2)
         except Exception as e:  # a damaged or incompatible file: compile instead, slower but correct
             runner.compiled.clear()
+            inductor_config.compile_threads = threads
             log(f"precompiled buckets did not load ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
                 f"compiling at load instead (minutes); rebuild on this machine: {meta.get('rebuild')}")
     cache = meta.get("cache_file")

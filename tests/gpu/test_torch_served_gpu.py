@@ -16,7 +16,7 @@ torch = pytest.importorskip("torch", reason="torch is not installed")
 if not torch.cuda.is_available():
     pytest.skip("no CUDA device visible to torch", allow_module_level=True)
 
-from tests.conftest import TEST_MODEL, _need_tritonserver  # noqa: E402
+from tests.conftest import TEST_MODEL, _need_tritonserver, serve_without_repo_gen  # noqa: E402
 
 pytestmark = [pytest.mark.gpu, pytest.mark.server]
 MODEL = f"{TEST_MODEL}_torch_fp16"
@@ -80,9 +80,10 @@ def _with_outputs_on_device(repo) -> str:
 
 
 @pytest.mark.parametrize("protocol", ["grpc", "http"])
-def test_concurrent_clients_get_their_own_answers(gpu_repo, protocol):
+def test_concurrent_clients_get_their_own_answers(gpu_repo, protocol, monkeypatch, tmp_path):
     """Both output paths (one host copy per batch, the default; CUDA tensors through DLPack), over gRPC and
-    HTTP without shared memory: what a plain client gets back."""
+    HTTP without shared memory: what a plain client gets back. The server cannot import repo_gen: the
+    precompiled buckets must load from the model's folder alone (checked in the server's log)."""
     import tritonclient.grpc as grpcclient
     import tritonclient.http as httpclient
 
@@ -94,8 +95,12 @@ def test_concurrent_clients_get_their_own_answers(gpu_repo, protocol):
     device_out = f"{MODEL}_devout"
     if not (gpu_repo / device_out).is_dir():
         _with_outputs_on_device(gpu_repo)
+    serve_without_repo_gen(monkeypatch, tmp_path)
     server = TritonServer(gpu_repo, ports=free_ports(), models=[MODEL, device_out], exit_on_error=True)
     server.start(timeout_s=400)
+    said = [ln for ln in server.log_path.read_text(errors="replace").splitlines() if f"{MODEL}: " in ln]
+    loaded = [ln for ln in said if "loaded in" in ln]
+    assert loaded and all("'precompiled'" in ln for ln in loaded) and not any("did not load" in ln for ln in said), said
     failures = []
     with server:
         for model in (MODEL, device_out):
@@ -163,7 +168,7 @@ class _CudaRegion:
         self.rt.cudaFree(self.ptr)
 
 
-def test_cuda_shm_request_larger_than_its_region_fails_alone(gpu_repo):
+def test_cuda_shm_request_larger_than_its_region_fails_alone(gpu_repo, monkeypatch, tmp_path):
     """The issue's bad input: a request naming more bytes than its CUDA shared-memory region holds (or an
     offset past its end) gets an error, and the server keeps serving: a good request from the same
     region before and after is answered correctly (inputs read in place on the GPU)."""
@@ -178,6 +183,7 @@ def test_cuda_shm_request_larger_than_its_region_fails_alone(gpu_repo):
     (ref,) = _references(gpu_repo / MODEL / "1", [image])
     region = _CudaRegion(image.nbytes)  # room for exactly one image
     region.write(image)
+    serve_without_repo_gen(monkeypatch, tmp_path)
     server = TritonServer(gpu_repo, ports=free_ports(), models=[MODEL], exit_on_error=True)
     errors = {}
     try:
