@@ -200,15 +200,27 @@ def _mib(n_bytes: float) -> int:
     return int(math.ceil(n_bytes / 2**20))
 
 
-def size_pod(repo: Path, manifest: Manifest, models: list[str]) -> Sizing:
+# Host memory of one python-backend stub running the torch runtime on a GPU, before its files: measured
+# 1.2 GiB resident per stub (torch, the CUDA context, inductor's loaded code; mobilevit_xxs, 2 instances,
+# H200, RESULTS.md run 18), rounded up.
+TORCH_GPU_STUB_MIB = 1280
+TORCH_FILES = (".pt", ".bin")  # weights and AOT-precompiled buckets, read by every instance
+
+
+def size_pod(repo: Path, manifest: Manifest, models: list[str], gpus: int = 1) -> Sizing:
     """CPU / memory requests and the startup budget from what the pod loads.
 
+    Instances: a GPU instance group without a `gpus` list runs its count on every GPU of the pod.
     Memory: 1 GiB for tritonserver, per instance 3x its weights (ORT / TensorRT workspaces and
-    arenas) and 300 MiB per python-backend stub process (numpy + onnxruntime). CPU: one core for the
-    server plus one per CPU instance (python-backend instances each run their own process).
-    Startup: 60 s, plus 5 s per instance and 1 s per 20 MiB of weights it loads, plus 2 s per warmup
-    batch, doubled as margin; plan builds happen in the init step, before any probe runs.
+    arenas) and 300 MiB per python-backend stub process (numpy + onnxruntime); a torch-runtime stub on a
+    GPU takes TORCH_GPU_STUB_MIB plus twice its files instead. CPU: one core for the server plus one per
+    python-backend instance (each runs its own process).
+    Startup: 60 s, plus 5 s per instance (10 s more for a torch one: module, precompiled buckets, CUDA
+    graphs) and 1 s per 20 MiB of files it loads, plus 2 s per warmup batch, doubled as margin; plan
+    builds happen in the init step, before any probe runs.
     """
+    from tritonclient.grpc import model_config_pb2
+
     from repo_gen.triton.render import parse_config
 
     mem = 1024.0
@@ -219,16 +231,23 @@ def size_pod(repo: Path, manifest: Manifest, models: list[str]) -> Sizing:
         e = manifest.models[name]
         cfg_path = repo / name / "config.pbtxt"
         cfg = parse_config(cfg_path.read_text(), str(cfg_path))
-        instances = sum(g.count or 1 for g in cfg.instance_group) or 1
-        weights = sum((repo / f).stat().st_size for f in e.files
-                      if (repo / f).is_file() and f.endswith((".onnx", ".plan")))
-        add = instances * 3 * weights / 2**20
+        on_gpu = [g.kind == model_config_pb2.ModelInstanceGroup.KIND_GPU for g in cfg.instance_group]
+        instances = sum((g.count or 1) * ((len(g.gpus) or max(1, gpus)) if gpu else 1)
+                        for g, gpu in zip(cfg.instance_group, on_gpu, strict=True)) or 1
+        torch_gpu = e.runtime == "torch" and any(on_gpu)
+        suffixes = TORCH_FILES if torch_gpu else (".onnx", ".plan")
+        weights = sum((repo / f).stat().st_size for f in e.files if (repo / f).is_file() and f.endswith(suffixes))
+        if torch_gpu:
+            add = instances * (TORCH_GPU_STUB_MIB + 2 * weights / 2**20)
+            startup += 10 * instances
+        else:
+            add = instances * 3 * weights / 2**20 + (300 * instances if e.backend == "python" else 0)
         if e.backend == "python":
-            add += 300 * instances
             cpu += instances
         mem += add
         startup += 5 * instances + instances * weights / (20 * 2**20) + 2 * len(cfg.model_warmup)
-        lines.append(f"{name}: {instances} instance(s), {weights / 2**20:.1f} MiB weights -> +{add:.0f} MiB")
+        what = "torch files" if torch_gpu else "weights"
+        lines.append(f"{name}: {instances} instance(s), {weights / 2**20:.1f} MiB {what} -> +{add:.0f} MiB")
     mem_mib = int(math.ceil(mem / 256) * 256)
     budget = int(math.ceil(2 * startup / 10) * 10)
     lines.append(f"total: {mem_mib} MiB requested (limit 2x), {max(cpu, 2)} CPU, startup budget {budget} s")
@@ -279,6 +298,10 @@ def make_values(repo: Path, *, target: str = "kubernetes", replicas: int = 1, ma
     if plans and gpus_per_pod == 0:
         raise UserError(f"--gpus-per-pod 0: {', '.join(p.name for p in plans)} are TensorRT models and need a GPU; "
                         "pass --gpus-per-pod 1 or build with --runtimes onnx,py")
+    torch_gpu = [m for m in models if manifest.models[m].runtime == "torch" and "KIND_GPU" in (repo / m / "config.pbtxt").read_text()]
+    if torch_gpu and gpus_per_pod == 0:
+        raise UserError(f"--gpus-per-pod 0: torch-runtime model(s) {', '.join(torch_gpu)} were compiled for a GPU and "
+                        "need one; pass --gpus-per-pod 1, or deploy a repository built without --runtimes torch")
 
     from repo_gen.trt.serve import tensorrt_server_args
 
@@ -320,6 +343,6 @@ def make_values(repo: Path, *, target: str = "kubernetes", replicas: int = 1, ma
         max_replicas=max_replicas if max_replicas is not None else 4 * replicas, gpus_per_pod=gpus_per_pod,
         source=source, models=tuple(models), left_out=tuple(left), plan_models=tuple(plans),
         server_argv=tuple(argv), ports=ports, deployed_configs=deployed,
-        sizing=size_pod(repo, manifest, models), queue_target_us=queue_target_us, plan_cache=plan_cache,
+        sizing=size_pod(repo, manifest, models, gpus_per_pod), queue_target_us=queue_target_us, plan_cache=plan_cache,
         plugin_libs=tuple(plugin_libs), python_models=python_models,
     )

@@ -274,3 +274,40 @@ def test_plugin_libraries_reach_the_deployment_argv(plan_repo, tmp_path):
     assert _run("deploy", "--model-repository", str(plan_repo), "--output", str(tmp_path / "k2")) == 0
     argv = _load_dir(tmp_path / "k2")["deployment.yaml"]["spec"]["template"]["spec"]["containers"][0]["command"]
     assert not any(a.startswith("--backend-config=tensorrt") for a in argv)
+
+
+def test_pod_sizing_counts_each_torch_gpu_stub_on_every_gpu(tmp_path):
+    """A torch-runtime model on a GPU: its instance group (count 2, no `gpus` list) runs on every GPU of
+    the pod, each stub measured at TORCH_GPU_STUB_MIB plus twice its files (weights and precompiled
+    buckets), not the 300 MiB of an onnxruntime stub."""
+    from repo_gen.deploy.values import TORCH_GPU_STUB_MIB, size_pod
+    from repo_gen.manifest import Manifest, ModelEntry
+
+    name = "mobilevit_xxs_torch_fp16"
+    (tmp_path / name / "1").mkdir(parents=True)
+    (tmp_path / name / "config.pbtxt").write_text(
+        f'name: "{name}"\nbackend: "python"\nmax_batch_size: 8\ninstance_group [{{ count: 2, kind: KIND_GPU }}]\n')
+    files = {"weights.pt": 10, "compiled_b8.bin": 20, "model.py": 0}
+    for f, mib in files.items():
+        with open(tmp_path / name / "1" / f, "wb") as out:
+            out.truncate(mib * 2**20)
+    entry = ModelEntry(name=name, base_model="mobilevit_xxs", runtime="torch", backend="python", precision="fp16",
+                       versions=[1], files=[f"{name}/1/{f}" for f in files])
+    manifest = Manifest(models={name: entry})
+    per_stub = TORCH_GPU_STUB_MIB + 2 * 30
+    for gpus, stubs in ((1, 2), (2, 4)):
+        sizing = size_pod(tmp_path, manifest, [name], gpus=gpus)
+        assert sizing.memory_request == f"{-(-(1024 + stubs * per_stub) // 256) * 256}Mi", sizing.explanation
+        assert sizing.cpu_request == str(1 + stubs)
+        assert f"{stubs} instance(s), 30.0 MiB torch files" in "\n".join(sizing.explanation)
+    # No GPU in the pod: refused with the fix named, nothing written.
+    from repo_gen.deploy.values import make_values
+    from repo_gen.errors import UserError
+    from repo_gen.manifest import MANIFEST_NAME, MANIFEST_SCHEMA
+
+    (tmp_path / MANIFEST_NAME).write_text(json.dumps({"schema": MANIFEST_SCHEMA, "models": {name: entry.to_dict()},
+                                                      "builds": {}}))
+    before = _tree_hash(tmp_path)
+    with pytest.raises(UserError, match=f"--gpus-per-pod 0: torch-runtime model\\(s\\) {name} were compiled for a GPU"):
+        make_values(tmp_path, gpus_per_pod=0)
+    assert _tree_hash(tmp_path) == before
