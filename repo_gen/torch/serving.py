@@ -7,11 +7,11 @@ and the build, the benchmark and the server all run this same code.
 Start-up speed: compiling mobilevit_s for four batch buckets takes 110-174 s on the H200, and even with
 torch.compile's caches warm a server start spent ~5 s per bucket in Dynamo's tracing. So the build
 compiles each bucket ahead of time with Dynamo's AOT precompile (`torch.compile(...).forward.aot_compile`,
-traced graph + guards + inductor's kernels in one file, `compiled_b<bucket>.bin`) on the target GPU; the
-server loads each file in about a second and captures its CUDA graph: no tracing, no compiling. These
-files are pickles, as trusted as model.py itself: both come from `repo-gen build`. Where a bucket
-cannot be precompiled (a torch without the API, or a model Dynamo cannot package, such as one with our
-kernels swapped in), the build stores
+traced graph + inductor's kernels in one file, `compiled_b<bucket>.bin`) on the target GPU; the server
+loads each file in about a second and captures its CUDA graph: no tracing, no compiling, no compile
+workers. These files are pickles, as trusted as model.py itself: both come from `repo-gen build`. They
+name no repo_gen module (a served model has none; the GPU tests serve without it). Where a bucket cannot
+be precompiled (a torch without the API, or a model Dynamo cannot package), the build stores
 torch.compile's caches instead (`torch.compiler.save_cache_artifacts`, `compile_cache.bin`), and the
 server compiles that bucket at load with them. The artifacts are tied to the torch version and the
 GPU: `artifact_mismatch` names a difference in one line, and the model then compiles from scratch
