@@ -230,9 +230,8 @@ class BucketRunner:
             # torch 2.11 requires the opt-in; later versions have no such switch.
             opt_in = (torch._dynamo.config.patch("enable_aot_compile", True)
                       if hasattr(torch._dynamo.config, "enable_aot_compile") else contextlib.nullcontext())
-            # No guards are saved: they are never checked (see load_precompiled), and a saved guard names
-            # the classes of the module tree by import path, which a served model imports under other
-            # names (our kernel modules are repo_gen_kernel_ops.py beside model.py there).
+            # No guards are saved: they are never checked (see load_precompiled), so the file need carry
+            # nothing they would reference.
             no_guards: dict[str, Any] | None = ({"guard_filter_fn": torch.compiler.skip_all_guards_unsafe}
                          if hasattr(torch.compiler, "skip_all_guards_unsafe") else None)
             with torch.inference_mode(), opt_in:
@@ -373,8 +372,9 @@ def load_runner(version_dir: Path, device: torch.device, log=print) -> tuple[Buc
     threads = inductor_config.compile_threads
     if fits and meta.get("precompiled") and "TORCHINDUCTOR_COMPILE_THREADS" not in os.environ:
         # Loading compiles nothing: keep inductor from starting its pool of compile workers, which it
-        # does when its output code is first imported (on the H200: 17 more python processes, ~6.5 GB
-        # resident, per instance; RESULTS.md run 18). A fallback compile below gets the pool back.
+        # does when its output code is first imported (on the H200: 17 more python processes per
+        # instance, 0.75 GiB more PSS for two instances, same start time; RESULTS.md run 18). A fallback
+        # compile below gets the pool back.
         inductor_config.compile_threads = 1
     t1 = time.perf_counter()
     module = build_module(meta, version_dir / WEIGHTS_FILE, device)
