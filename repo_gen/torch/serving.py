@@ -237,7 +237,7 @@ class BucketRunner:
             with torch.inference_mode(), opt_in:
                 optimized: Any = torch.compile(self.module, fullgraph=True, dynamic=False, options=no_guards)
                 compiled = optimized.forward.aot_compile(((self.inputs[b],), {}))
-            self.compiled[b] = _Precompiled(compiled, self.module)
+            self.compiled[b] = _Precompiled(compiled, self.module, _binds_module())
             seconds[b] = round(time.perf_counter() - t0, 2)
         return seconds
 
@@ -246,20 +246,24 @@ class BucketRunner:
         files = {}
         for b, fn in sorted(self.compiled.items()):
             files[str(b)] = PRECOMPILED_FILE.format(bucket=b)
-            fn.compiled.save_compiled_function(str(version_dir / files[str(b)]))
+            fn.compiled.save_compiled_function(str(version_dir / files[str(b)]), **self._external())
         return files
 
     def load_precompiled(self, version_dir: Path, files: dict[str, str]) -> None:
         """Load the build's precompiled buckets (about a second each on the H200, no tracing)."""
         for b in self.buckets:
             with open(version_dir / files[str(b)], "rb") as f:
-                compiled: Any = torch.compiler.load_compiled_function(f)
+                compiled: Any = torch.compiler.load_compiled_function(f, **self._external())
             # Its guards are not checked per call: on torch 2.11 the reloaded guards reject inference-mode
             # calls on a dispatch-key check the live function passes, and the runner calls each bucket's
             # function only with that bucket's own input buffer (shape, dtype, layout and device fixed
             # by the meta they were compiled from; a torch or GPU change is caught by artifact_mismatch).
             compiled.disable_guard_check()
-            self.compiled[b] = _Precompiled(compiled, self.module)
+            self.compiled[b] = _Precompiled(compiled, self.module, _binds_module())
+
+    def _external(self) -> dict[str, Any]:
+        """The module, handed to torch's save and load instead of pickled (torch >= 2.12); nothing on 2.11."""
+        return {"external_data": {"module": self.module}} if _binds_module() else {}
 
     @torch.inference_mode()
     def __call__(self, x: torch.Tensor | list[torch.Tensor], out_dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -335,15 +339,26 @@ class BucketRunner:
         return sorted(times)[len(times) // 2] * 1e3
 
 
-class _Precompiled:
-    """An AOT-precompiled forward bound to its module: Dynamo's compiled function takes `self` first."""
+def _binds_module() -> bool:
+    """Which AOT-precompile interface this torch has. 2.11: the compiled forward takes the module as its
+    first argument and the module is not saved. Later (2.14 checked): the forward is bound to its module,
+    which save and load take as `external_data` (it is never pickled), and a call passes the input alone."""
+    import inspect
 
-    def __init__(self, compiled: Any, module: torch.nn.Module):
+    load = getattr(torch.compiler, "load_compiled_function", None)
+    return load is not None and "external_data" in inspect.signature(load).parameters
+
+
+class _Precompiled:
+    """An AOT-precompiled forward with the module it runs (see `_binds_module`)."""
+
+    def __init__(self, compiled: Any, module: torch.nn.Module, bound: bool):
         self.compiled = compiled
         self.module = module
+        self.bound = bound
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return self.compiled(self.module, x)
+        return self.compiled(x) if self.bound else self.compiled(self.module, x)
 
 
 def load_runner(version_dir: Path, device: torch.device, log=print) -> tuple[BucketRunner, dict[str, Any]]:
