@@ -344,17 +344,19 @@ def compile_here(meta: dict[str, Any], version_dir: Path, gpu: int, module: Any,
         try:
             precompile_s = runner.precompile()
             meta["precompiled"] = runner.save_precompiled(version_dir)
+            meta["precompiled_bound"] = runner.precompiled_bound
             saved_bytes = sum((version_dir / f).stat().st_size for f in meta["precompiled"].values())
             # What the server will load: the files, read back into a fresh runner, which captures each
             # bucket's CUDA graph (once: the live functions are never captured) and answers below.
             t1 = time.perf_counter()
             runner = serving.BucketRunner(prepared, meta, device)
-            runner.load_precompiled(version_dir, meta["precompiled"])
+            runner.load_precompiled(version_dir, meta["precompiled"], meta["precompiled_bound"])
             compile_s = runner.warm_up()
             reload_s = round(time.perf_counter() - t1, 1)
         except Exception as e:  # the torch.compile path below still serves, started more slowly
             for name in meta.pop("precompiled", {}).values():
                 (version_dir / name).unlink(missing_ok=True)
+            meta.pop("precompiled_bound", None)
             runner = serving.BucketRunner(prepared, meta, device)
             why_not = f"AOT precompile failed ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
             precompile_s, saved_bytes = {}, 0

@@ -237,33 +237,39 @@ class BucketRunner:
             with torch.inference_mode(), opt_in:
                 optimized: Any = torch.compile(self.module, fullgraph=True, dynamic=False, options=no_guards)
                 compiled = optimized.forward.aot_compile(((self.inputs[b],), {}))
-            self.compiled[b] = _Precompiled(compiled, self.module, _binds_module())
+            self.compiled[b] = _Precompiled(compiled, self.module)
             seconds[b] = round(time.perf_counter() - t0, 2)
         return seconds
+
+    @property
+    def precompiled_bound(self) -> bool:
+        """Whether the precompiled buckets are bound to the module (see `_Precompiled`); for the meta."""
+        return bool(self.compiled) and all(fn.bound for fn in self.compiled.values())
 
     def save_precompiled(self, version_dir: Path) -> dict[str, str]:
         """Write each precompiled bucket to `version_dir`; {bucket: file name} for the meta."""
         files = {}
         for b, fn in sorted(self.compiled.items()):
             files[str(b)] = PRECOMPILED_FILE.format(bucket=b)
-            fn.compiled.save_compiled_function(str(version_dir / files[str(b)]), **self._external())
+            fn.compiled.save_compiled_function(str(version_dir / files[str(b)]), **self._external(fn.bound))
         return files
 
-    def load_precompiled(self, version_dir: Path, files: dict[str, str]) -> None:
-        """Load the build's precompiled buckets (about a second each on the H200, no tracing)."""
+    def load_precompiled(self, version_dir: Path, files: dict[str, str], bound: bool = False) -> None:
+        """Load the build's precompiled buckets (about a second each on the H200, no tracing); `bound`:
+        the meta's `precompiled_bound`, what the build's `precompiled_bound` said."""
         for b in self.buckets:
             with open(version_dir / files[str(b)], "rb") as f:
-                compiled: Any = torch.compiler.load_compiled_function(f, **self._external())
+                compiled: Any = torch.compiler.load_compiled_function(f, **self._external(bound))
             # Its guards are not checked per call: on torch 2.11 the reloaded guards reject inference-mode
             # calls on a dispatch-key check the live function passes, and the runner calls each bucket's
             # function only with that bucket's own input buffer (shape, dtype, layout and device fixed
             # by the meta they were compiled from; a torch or GPU change is caught by artifact_mismatch).
             compiled.disable_guard_check()
-            self.compiled[b] = _Precompiled(compiled, self.module, _binds_module())
+            self.compiled[b] = _Precompiled(compiled, self.module)
 
-    def _external(self) -> dict[str, Any]:
-        """The module, handed to torch's save and load instead of pickled (torch >= 2.12); nothing on 2.11."""
-        return {"external_data": {"module": self.module}} if _binds_module() else {}
+    def _external(self, bound: bool) -> dict[str, Any]:
+        """A bound forward's module, handed to torch's save and load instead of pickled; nothing otherwise."""
+        return {"external_data": {"module": self.module}} if bound else {}
 
     @torch.inference_mode()
     def __call__(self, x: torch.Tensor | list[torch.Tensor], out_dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -339,23 +345,17 @@ class BucketRunner:
         return sorted(times)[len(times) // 2] * 1e3
 
 
-def _binds_module() -> bool:
-    """Which AOT-precompile interface this torch has. 2.11: the compiled forward takes the module as its
-    first argument and the module is not saved. Later (2.14 checked): the forward is bound to its module,
-    which save and load take as `external_data` (it is never pickled), and a call passes the input alone."""
-    import inspect
-
-    load = getattr(torch.compiler, "load_compiled_function", None)
-    return load is not None and "external_data" in inspect.signature(load).parameters
-
-
 class _Precompiled:
-    """An AOT-precompiled forward with the module it runs (see `_binds_module`)."""
+    """An AOT-precompiled forward with the module it runs. Two interfaces, told apart by the compiled
+    function's own signature: torch 2.11's takes the module first (`(self, x)`) and saves none of it;
+    later ones (2.14 checked) are bound to the module (`(*args, **kwargs)`), which save and load must
+    be handed as `external_data`, and a call passes the input alone."""
 
-    def __init__(self, compiled: Any, module: torch.nn.Module, bound: bool):
+    def __init__(self, compiled: Any, module: torch.nn.Module):
         self.compiled = compiled
         self.module = module
-        self.bound = bound
+        signature = getattr(getattr(compiled, "_artifacts", None), "signature", None)
+        self.bound = not (signature is not None and next(iter(signature.parameters), None) == "self")
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return self.compiled(x) if self.bound else self.compiled(self.module, x)
@@ -400,7 +400,7 @@ def load_runner(version_dir: Path, device: torch.device, log=print) -> tuple[Buc
     if fits and meta.get("precompiled"):
         t1 = time.perf_counter()
         try:
-            runner.load_precompiled(version_dir, meta["precompiled"])
+            runner.load_precompiled(version_dir, meta["precompiled"], bool(meta.get("precompiled_bound")))
             load_s["precompiled"] = round(time.perf_counter() - t1, 2)
         except Exception as e:  # a damaged or incompatible file: compile instead, slower but correct
             runner.compiled.clear()

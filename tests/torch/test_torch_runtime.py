@@ -310,13 +310,13 @@ def test_precompiled_bucket_round_trip_on_this_torch(tmp_path):
     exec(make, namespace)  # noqa: S102 - the same module definition here and in the fresh process
     runner = serving.BucketRunner(namespace["make"](), namespace["META"], torch.device("cpu"))
     runner.precompile()
-    files = runner.save_precompiled(tmp_path)
+    files, bound = runner.save_precompiled(tmp_path), runner.precompiled_bound
     assert files == {"2": serving.PRECOMPILED_FILE.format(bucket=2)} and (tmp_path / files["2"]).stat().st_size > 0
     check = make + textwrap.dedent(f"""
         from pathlib import Path
         module = make()
         runner = serving.BucketRunner(module, META, torch.device("cpu"))
-        runner.load_precompiled(Path({str(tmp_path)!r}), {files!r})
+        runner.load_precompiled(Path({str(tmp_path)!r}), {files!r}, {bound!r})
         x = torch.rand(2, 3, 16, 16)
         runner.inputs[2].copy_(x)
         with torch.inference_mode():
