@@ -196,6 +196,13 @@ def per_gpu_config(config_text: str, model: str, gpus: int) -> str | None:
     return header + text_format.MessageToString(cfg)
 
 
+def _on_gpu(cfg) -> list[bool]:
+    """Per instance group of a parsed config: does it run on GPUs (KIND_GPU)?"""
+    from tritonclient.grpc import model_config_pb2
+
+    return [g.kind == model_config_pb2.ModelInstanceGroup.KIND_GPU for g in cfg.instance_group]
+
+
 def _mib(n_bytes: float) -> int:
     return int(math.ceil(n_bytes / 2**20))
 
@@ -219,8 +226,6 @@ def size_pod(repo: Path, manifest: Manifest, models: list[str], gpus: int = 1) -
     graphs) and 1 s per 20 MiB of files it loads, plus 2 s per warmup batch, doubled as margin; plan
     builds happen in the init step, before any probe runs.
     """
-    from tritonclient.grpc import model_config_pb2
-
     from repo_gen.triton.render import parse_config
 
     mem = 1024.0
@@ -231,7 +236,7 @@ def size_pod(repo: Path, manifest: Manifest, models: list[str], gpus: int = 1) -
         e = manifest.models[name]
         cfg_path = repo / name / "config.pbtxt"
         cfg = parse_config(cfg_path.read_text(), str(cfg_path))
-        on_gpu = [g.kind == model_config_pb2.ModelInstanceGroup.KIND_GPU for g in cfg.instance_group]
+        on_gpu = _on_gpu(cfg)
         instances = sum((g.count or 1) * ((len(g.gpus) or max(1, gpus)) if gpu else 1)
                         for g, gpu in zip(cfg.instance_group, on_gpu, strict=True)) or 1
         torch_gpu = e.runtime == "torch" and any(on_gpu)
@@ -298,7 +303,8 @@ def make_values(repo: Path, *, target: str = "kubernetes", replicas: int = 1, ma
     if plans and gpus_per_pod == 0:
         raise UserError(f"--gpus-per-pod 0: {', '.join(p.name for p in plans)} are TensorRT models and need a GPU; "
                         "pass --gpus-per-pod 1 or build with --runtimes onnx,py")
-    torch_gpu = [m for m in models if manifest.models[m].runtime == "torch" and "KIND_GPU" in (repo / m / "config.pbtxt").read_text()]
+    torch_gpu = [m for m in models if manifest.models[m].runtime == "torch"
+                 and any(_on_gpu(_instance_groups((repo / m / "config.pbtxt").read_text(), f"{m}/config.pbtxt")))]
     if torch_gpu and gpus_per_pod == 0:
         raise UserError(f"--gpus-per-pod 0: torch-runtime model(s) {', '.join(torch_gpu)} were compiled for a GPU and "
                         "need one; pass --gpus-per-pod 1, or deploy a repository built without --runtimes torch")
