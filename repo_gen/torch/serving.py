@@ -255,8 +255,8 @@ class BucketRunner:
         return files
 
     def load_precompiled(self, version_dir: Path, files: dict[str, str], bound: bool = False) -> None:
-        """Load the build's precompiled buckets (about a second each on the H200, no tracing); `bound`:
-        the meta's `precompiled_bound`, what the build's `precompiled_bound` said."""
+        """Load the build's precompiled buckets (about a second each on the H200, no tracing); `bound` is
+        the meta's `precompiled_bound`, recorded by the build from `precompiled_bound`."""
         for b in self.buckets:
             with open(version_dir / files[str(b)], "rb") as f:
                 compiled: Any = torch.compiler.load_compiled_function(f, **self._external(bound))
